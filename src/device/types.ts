@@ -56,6 +56,8 @@ export interface DmDeviceInfo {
 export interface DeviceMapperApi {
   info(name: string): Promise<DmDeviceInfo | undefined>;
   list(): Promise<string[]>;
+  /** `major:minor` of a block device, as dmsetup prints it in tables (e.g. `254:16`). */
+  deviceNumber(devicePath: string): Promise<string>;
   /** Size of a block device in 512-byte sectors (`blockdev --getsz`). */
   sectorsOf(devicePath: string): Promise<number>;
   /** Create linear over the whole device, or reload+resume if it exists with another table. */

@@ -11,7 +11,10 @@ import { z } from 'zod';
 export const PERSISTENT_NAME_MAX = 64;
 export const persistentNameSchema = z
   .string()
-  .regex(/^[a-z0-9][a-z0-9-]*$/, 'must be lower-case letters, digits and "-", starting with a letter or digit')
+  .regex(
+    /^[a-z0-9][a-z0-9-]*$/,
+    'must be lower-case letters, digits and "-", starting with a letter or digit',
+  )
   .max(PERSISTENT_NAME_MAX, `must be at most ${PERSISTENT_NAME_MAX} characters`);
 export type PersistentName = z.output<typeof persistentNameSchema>;
 
@@ -51,7 +54,8 @@ export function cleanVmName(vmName: string): string {
 export function diskIndexFromKey(key: number | string): number {
   const text = String(key).trim();
   const m = /^(?:disk-)?(\d{1,9})$/.exec(text);
-  if (!m) throw new RangeError(`diskKey ${JSON.stringify(key)} is not a VMware disk key like 2000 or "disk-2000"`);
+  if (!m)
+    throw new RangeError(`diskKey ${JSON.stringify(key)} is not a VMware disk key like 2000 or "disk-2000"`);
   const n = Number(m[1]);
   if (n < 2000) throw new RangeError(`diskKey ${n} is below 2000, the first VMware virtual disk key`);
   return n - 2000;

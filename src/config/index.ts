@@ -1,0 +1,66 @@
+import { z } from 'zod';
+
+/**
+ * All configuration comes from the environment and is parsed here once, with zod, so a bad value
+ * stops start-up with a message naming the variable instead of failing later in a random place.
+ */
+const port = z.coerce.number().int().min(1).max(65535);
+const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
+
+export const envSchema = z.object({
+  TEMPORAL_ADDRESS: z.string().default('127.0.0.1:7233'),
+  TEMPORAL_NAMESPACE: z.string().default('default'),
+  /** Prefix of every task queue: `<prefix>-control`, `<prefix>-host-<applianceVmId>`. */
+  TASK_QUEUE_PREFIX: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9-]*$/, 'must be lower-case letters, digits and "-"')
+    .default('volume-lifecycle'),
+
+  DB_HOST: z.string().default('127.0.0.1'),
+  DB_PORT: port.default(3306),
+  DB_USER: z.string().default('root'),
+  DB_PASSWORD: z.string().default(''),
+  DB_NAME: z
+    .string()
+    .regex(/^[A-Za-z0-9_]{1,64}$/, 'must be letters, digits and "_"')
+    .default('volume_lifecycle'),
+  DB_POOL_SIZE: z.coerce.number().int().min(1).max(500).default(10),
+
+  CLOUDSTACK_URL: z.string().url().default('http://127.0.0.1:8080/client/api'),
+  CLOUDSTACK_API_KEY: z.string().default(''),
+  CLOUDSTACK_SECRET_KEY: z.string().default(''),
+
+  APPLIANCE_VM_ID: z.string().uuid().optional(),
+  EXPORT_BACKEND: z.enum(['nbdkit-dir', 'nbd-server']).default('nbdkit-dir'),
+  NBD_HOST: z.string().default('127.0.0.1'),
+  NBD_PORT: port.default(10809),
+  NBD_EXPORTS_DIR: z.string().default('/run/volume-lifecycle/exports'),
+  NBD_CONF_DIR: z.string().default('/etc/nbd-server/conf.d'),
+  SYSFS_ROOT: z.string().default('/sys'),
+  DEV_ROOT: z.string().default('/dev'),
+  CORRELATION_TIMEOUT_MS: z.coerce.number().int().min(100).default(60_000),
+
+  API_HOST: z.string().default('127.0.0.1'),
+  API_PORT: port.default(8090),
+  API_TOKEN: z.string().default(''),
+  RECONCILE_INTERVAL: z.string().default('5m'),
+  METRICS_PORT: port.optional(),
+  DRY_RUN: bool.default(false),
+});
+
+export type AppConfig = z.output<typeof envSchema>;
+
+export class ConfigError extends Error {
+  constructor(public readonly issues: { field: string; message: string }[]) {
+    super(`invalid configuration: ${issues.map((i) => `${i.field}: ${i.message}`).join('; ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
+  const r = envSchema.safeParse(env);
+  if (!r.success) {
+    throw new ConfigError(r.error.issues.map((i) => ({ field: i.path.join('.'), message: i.message })));
+  }
+  return r.data;
+}

@@ -1,0 +1,165 @@
+import type { Pool, RowDataPacket } from 'mysql2/promise';
+import type { OperationType } from '../domain/operations.js';
+
+export type OperationStatus =
+  'running' | 'completed' | 'failed' | 'compensated' | 'needs_attention' | 'cancelled';
+
+export interface OperationStart {
+  operationId: string;
+  workflowId: string;
+  runId: string;
+  type: OperationType;
+  volumeId: string;
+  vmId: string | null;
+  request: unknown;
+}
+
+/** Idempotent: a retried activity or a replayed start writes the same row once. */
+export async function recordOperationStart(pool: Pool, o: OperationStart): Promise<void> {
+  await pool.query(
+    `INSERT INTO volume_operations (operation_id, workflow_id, run_id, type, volume_id, vm_id, status, request)
+     VALUES (?, ?, ?, ?, ?, ?, 'running', ?)
+     ON DUPLICATE KEY UPDATE run_id = VALUES(run_id)`,
+    [o.operationId, o.workflowId, o.runId, o.type, o.volumeId, o.vmId, JSON.stringify(o.request ?? null)],
+  );
+}
+
+export async function recordOperationStatus(
+  pool: Pool,
+  operationId: string,
+  status: OperationStatus,
+  extra: { response?: unknown; error?: string | null; finished?: boolean } = {},
+): Promise<void> {
+  await pool.query(
+    `UPDATE volume_operations SET status = ?, response = COALESCE(?, response), error = COALESCE(?, error),
+       finished_at = IF(?, CURRENT_TIMESTAMP(3), finished_at)
+     WHERE operation_id = ?`,
+    [
+      status,
+      extra.response === undefined ? null : JSON.stringify(extra.response),
+      extra.error ?? null,
+      extra.finished ? 1 : 0,
+      operationId,
+    ],
+  );
+}
+
+export interface StepRecord {
+  operationId: string;
+  /** Position in the saga's own sequence (deterministic), so retries overwrite, not duplicate. */
+  seq: number;
+  step: string;
+  phase: 'forward' | 'compensation' | 'operator';
+  status: 'started' | 'completed' | 'failed' | 'skipped';
+  error?: string | null;
+  details?: unknown;
+  startedAt: string; // ISO, from workflow time
+  finishedAt?: string | null;
+}
+
+export async function recordStep(pool: Pool, s: StepRecord): Promise<void> {
+  await pool.query(
+    `INSERT INTO volume_operation_steps (operation_id, seq, step, phase, status, error, details, started_at, finished_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+     ON DUPLICATE KEY UPDATE status = VALUES(status), error = VALUES(error), details = VALUES(details),
+       finished_at = VALUES(finished_at)`,
+    [
+      s.operationId,
+      s.seq,
+      s.step,
+      s.phase,
+      s.status,
+      s.error ?? null,
+      s.details === undefined ? null : JSON.stringify(s.details),
+      new Date(s.startedAt),
+      s.finishedAt ? new Date(s.finishedAt) : null,
+    ],
+  );
+}
+
+export interface OperationRow {
+  operationId: string;
+  workflowId: string;
+  runId: string | null;
+  type: OperationType;
+  volumeId: string;
+  vmId: string | null;
+  status: OperationStatus;
+  request: unknown;
+  response: unknown;
+  error: string | null;
+  startedAt: Date;
+  updatedAt: Date;
+  finishedAt: Date | null;
+}
+
+function parseJson(v: unknown): unknown {
+  if (typeof v !== 'string') return v ?? null;
+  try {
+    return JSON.parse(v);
+  } catch {
+    return v;
+  }
+}
+
+export async function listOperations(
+  pool: Pool,
+  f: {
+    operationId?: string;
+    type?: string;
+    status?: string;
+    volumeId?: string;
+    vmId?: string;
+    since?: Date;
+    until?: Date;
+    limit?: number;
+  } = {},
+): Promise<OperationRow[]> {
+  const where: string[] = [];
+  const args: unknown[] = [];
+  const add = (sql: string, v: unknown) => (where.push(sql), args.push(v));
+  if (f.operationId) add('operation_id = ?', f.operationId);
+  if (f.type) add('type = ?', f.type);
+  if (f.status) add('status = ?', f.status);
+  if (f.volumeId) add('volume_id = ?', f.volumeId);
+  if (f.vmId) add('vm_id = ?', f.vmId);
+  if (f.since) add('started_at >= ?', f.since);
+  if (f.until) add('started_at <= ?', f.until);
+  const [rows] = await pool.query<RowDataPacket[]>(
+    `SELECT * FROM volume_operations ${where.length ? 'WHERE ' + where.join(' AND ') : ''}
+     ORDER BY started_at DESC LIMIT ?`,
+    [...args, Math.min(f.limit ?? 100, 1000)],
+  );
+  return rows.map((r) => ({
+    operationId: r.operation_id,
+    workflowId: r.workflow_id,
+    runId: r.run_id,
+    type: r.type,
+    volumeId: r.volume_id,
+    vmId: r.vm_id,
+    status: r.status,
+    request: parseJson(r.request),
+    response: parseJson(r.response),
+    error: r.error,
+    startedAt: r.started_at,
+    updatedAt: r.updated_at,
+    finishedAt: r.finished_at,
+  }));
+}
+
+export async function listSteps(pool: Pool, operationId: string) {
+  const [rows] = await pool.query<RowDataPacket[]>(
+    'SELECT seq, step, phase, status, error, details, started_at, finished_at FROM volume_operation_steps WHERE operation_id = ? ORDER BY seq',
+    [operationId],
+  );
+  return rows.map((r) => ({
+    seq: Number(r.seq),
+    step: String(r.step),
+    phase: r.phase as StepRecord['phase'],
+    status: r.status as StepRecord['status'],
+    error: r.error as string | null,
+    details: parseJson(r.details),
+    startedAt: r.started_at as Date,
+    finishedAt: r.finished_at as Date | null,
+  }));
+}

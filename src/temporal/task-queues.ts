@@ -1,0 +1,22 @@
+/**
+ * Two kinds of task queue. The control queue runs workflows and the CloudStack and database
+ * activities (any number of workers). Each appliance has its own host queue, named after the
+ * appliance (stable across restarts), for the device activities that must run on that machine.
+ * Pure functions: imported by workflow code too.
+ */
+export function controlQueue(prefix: string): string {
+  return `${prefix}-control`;
+}
+
+export function hostQueue(prefix: string, applianceVmId: string): string {
+  return `${prefix}-host-${applianceVmId}`;
+}
+
+/** One workflow id per volume, shared by every saga and by reconciliation's repairs. */
+export function volumeWorkflowId(volumeId: string): string {
+  return `volume:${volumeId}`;
+}
+
+export function reconcileWorkflowId(applianceVmId: string): string {
+  return `reconcile:${applianceVmId}`;
+}

@@ -1,0 +1,38 @@
+import { NativeConnection, Worker } from '@temporalio/worker';
+import type { ControlDeps } from '../../activities/control/index.js';
+import { createControlActivities } from '../../activities/control/index.js';
+import type { HostDeps } from '../../activities/host/index.js';
+import { createHostActivities } from '../../activities/host/index.js';
+import { controlQueue, hostQueue } from '../temporal/task-queues.js';
+import { workflowBundle } from './bundle.js';
+
+export interface WorkerOptions {
+  connection: NativeConnection;
+  namespace: string;
+  taskQueuePrefix: string;
+}
+
+/** The control worker: every workflow, plus CloudStack and database activities. Scales freely. */
+export async function createControlWorker(opts: WorkerOptions & ControlDeps & { maxConcurrent?: number }) {
+  return Worker.create({
+    connection: opts.connection,
+    namespace: opts.namespace,
+    taskQueue: controlQueue(opts.taskQueuePrefix),
+    workflowBundle: await workflowBundle(),
+    activities: createControlActivities(opts),
+    maxConcurrentActivityTaskExecutions: opts.maxConcurrent ?? 200,
+    maxConcurrentWorkflowTaskExecutions: 100,
+    maxConcurrentLocalActivityExecutions: 200,
+  });
+}
+
+/** The host worker of one appliance: device activities only, never workflows (it runs there). */
+export async function createHostWorker(opts: WorkerOptions & HostDeps & { applianceVmId: string }) {
+  return Worker.create({
+    connection: opts.connection,
+    namespace: opts.namespace,
+    taskQueue: hostQueue(opts.taskQueuePrefix, opts.applianceVmId),
+    activities: createHostActivities(opts),
+    maxConcurrentActivityTaskExecutions: 50,
+  });
+}

@@ -1,0 +1,90 @@
+import type { DeleteInput, OperationResult } from '../src/domain/operations.js';
+import { diskSerialFor } from '../src/cloudstack/serial.js';
+import { activitiesFor } from './proxies.js';
+import { Saga } from './saga.js';
+import { EXPORT_PREFIX } from './volume-steps.js';
+
+/**
+ * delete: remove export [re-create] → remove dm device [re-create as it was] → detach if
+ * attached [re-attach] → CloudStack delete — the PIVOT: nothing after it is undone →
+ * remove the database rows (the audit trail stays).
+ */
+export async function deleteVolume(input: DeleteInput): Promise<OperationResult> {
+  const acts = activitiesFor(input);
+  const { control, host, correlation } = acts;
+  const saga = new Saga(input, 'delete', acts, input);
+  return saga.run(async () => {
+    const { mapping, volume, exportRow } = await saga.step('validate', async () => ({
+      mapping: await control.dbGetMapping(input.volumeId),
+      volume: await control.csGetVolume(input.volumeId),
+      exportRow: await control.dbGetExport(input.volumeId),
+    }));
+    const result: OperationResult = {
+      operationId: input.operationId,
+      type: 'delete',
+      volumeId: input.volumeId,
+      status: 'completed',
+      location: 'deleted',
+    };
+    if (!mapping && !volume) return { ...result, noop: true };
+    const name = mapping?.persistentName ?? null;
+    if (name) saga.describe({ persistentName: name, vmName: mapping!.sourceVmName });
+
+    if (name) {
+      const exportName = EXPORT_PREFIX + name;
+      const mapperPath = `/dev/mapper/${name}`;
+      const configured = await host.hostExportConfigured(exportName);
+      await saga.step(
+        'remove-export',
+        async () => {
+          await host.hostExportRemove({ exportName });
+          await control.dbDeleteExport({ volumeId: input.volumeId });
+        },
+        async () => {
+          if (configured) await host.hostExportEnsure({ exportName, targetPath: mapperPath });
+          if (exportRow) await control.dbUpsertExport(exportRow);
+        },
+      );
+
+      const previous = await host.hostDmTable(name);
+      await saga.step(
+        'remove-dm',
+        () => host.hostDmRemove({ name }),
+        async () => {
+          if (!previous) return;
+          // Undo: linear over whatever device carries the volume now (it may have been
+          // re-attached as another /dev/vdX), else the table as it was.
+          const dev =
+            previous.kind === 'linear' ? await host.hostFindBySerial(diskSerialFor(input.volumeId)) : null;
+          if (dev) await host.hostDmEnsureLinear({ name, devicePath: dev.devicePath });
+          else await host.hostDmEnsureTable({ name, table: previous });
+        },
+      );
+    }
+
+    if (volume?.attachedTo) {
+      const from = volume.attachedTo;
+      await saga.step(
+        'cloudstack-detach',
+        () => control.csDetach({ volumeId: input.volumeId, fromVmId: from }),
+        async () => {
+          await control.csAttach({ volumeId: input.volumeId, vmId: from });
+          if (from === input.applianceVmId) {
+            await correlation.hostCorrelate({
+              serial: diskSerialFor(input.volumeId),
+              expectedSizeBytes: volume.sizeBytes,
+              timeoutMs: input.correlationTimeoutMs,
+            });
+          }
+        },
+      );
+    }
+
+    if (volume) {
+      await saga.step('cloudstack-delete', () => control.csDelete({ volumeId: input.volumeId }));
+      saga.pivot();
+    }
+    await saga.step('remove-rows', () => control.dbDeleteMapping({ volumeId: input.volumeId }));
+    return result;
+  });
+}

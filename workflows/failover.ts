@@ -1,0 +1,55 @@
+import type { FailoverInput, OperationResult } from '../src/domain/operations.js';
+import { activitiesFor } from './proxies.js';
+import { permanentFailure, Saga } from './saga.js';
+import { recordLocation, requireName, takeOffAppliance } from './volume-steps.js';
+
+/**
+ * failover: the volume moves to the migrated VM. As detach (dm → error, CloudStack detach),
+ * then CloudStack attach to the target [detach from it] → record. The export name never changes.
+ */
+export async function failoverVolume(input: FailoverInput): Promise<OperationResult> {
+  const acts = activitiesFor(input);
+  const saga = new Saga(input, 'failover', acts, input, input.targetVmId);
+  return saga.run(async () => {
+    const { mapping, volume } = await saga.step('validate', async () => ({
+      mapping: await acts.control.dbGetMapping(input.volumeId),
+      volume: await acts.control.csGetVolume(input.volumeId),
+    }));
+    const m = requireName(mapping, input.volumeId);
+    saga.describe({ persistentName: m.persistentName, vmName: m.sourceVmName });
+    if (!volume)
+      throw permanentFailure(`volume ${input.volumeId} does not exist in CloudStack`, 'VolumeNotFound');
+    const result: OperationResult = {
+      operationId: input.operationId,
+      type: 'failover',
+      volumeId: input.volumeId,
+      status: 'completed',
+      location: 'target',
+    };
+    if (volume.attachedTo === input.targetVmId && m.location === 'target') return { ...result, noop: true };
+    if (
+      volume.attachedTo &&
+      volume.attachedTo !== input.applianceVmId &&
+      volume.attachedTo !== input.targetVmId
+    ) {
+      throw permanentFailure(
+        `volume ${input.volumeId} is attached to VM ${volume.attachedTo}, neither the appliance nor the target`,
+        'VolumeAttachedElsewhere',
+      );
+    }
+
+    if (volume.attachedTo === input.applianceVmId) await takeOffAppliance(saga, acts, input, m);
+    await saga.step(
+      'cloudstack-attach-target',
+      () => acts.control.csAttach({ volumeId: input.volumeId, vmId: input.targetVmId }),
+      () => acts.control.csDetach({ volumeId: input.volumeId, fromVmId: input.targetVmId }),
+    );
+    await recordLocation(saga, acts, input, {
+      location: 'target',
+      targetVmId: input.targetVmId,
+      devicePath: null,
+      dmState: 'error',
+    });
+    return result;
+  });
+}

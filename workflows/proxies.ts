@@ -1,0 +1,55 @@
+import { proxyActivities, proxyLocalActivities } from '@temporalio/workflow';
+import type { ControlActivities } from '../activities/control/index.js';
+import type { HostActivities } from '../activities/host/index.js';
+import type { WorkflowContext } from '../src/domain/operations.js';
+import { hostQueue } from '../src/temporal/task-queues.js';
+
+/** Failures that retrying cannot fix; everything else retries with backoff, bounded. */
+const NON_RETRYABLE = ['InvalidInput', 'DiskAlreadyMapped', 'StaleMapping', 'VolumeNotFound'];
+
+/**
+ * Activity stubs for one operation. Control activities run on the workflow's own (control)
+ * queue; host activities on the appliance's queue, with a schedule-to-start timeout so a dead
+ * appliance shows as a failure instead of an endless wait.
+ */
+export function activitiesFor(ctx: WorkflowContext) {
+  const control = proxyActivities<ControlActivities>({
+    startToCloseTimeout: '3 minutes',
+    heartbeatTimeout: '30 seconds',
+    retry: {
+      initialInterval: '500 ms',
+      backoffCoefficient: 2,
+      maximumInterval: '20 seconds',
+      maximumAttempts: 8,
+      nonRetryableErrorTypes: NON_RETRYABLE,
+    },
+  });
+  const hostOptions = {
+    taskQueue: hostQueue(ctx.taskQueuePrefix, ctx.applianceVmId),
+    scheduleToStartTimeout: '2 minutes',
+    startToCloseTimeout: '1 minute',
+    retry: {
+      initialInterval: '500 ms',
+      backoffCoefficient: 2,
+      maximumInterval: '10 seconds',
+      maximumAttempts: 6,
+      nonRetryableErrorTypes: NON_RETRYABLE,
+    },
+  } as const;
+  const host = proxyActivities<HostActivities>(hostOptions);
+  // Correlation waits for the kernel; it heartbeats, so a dead appliance is noticed in seconds.
+  const correlation = proxyActivities<HostActivities>({
+    ...hostOptions,
+    startToCloseTimeout: ctx.correlationTimeoutMs + 30_000,
+    heartbeatTimeout: '20 seconds',
+    retry: { ...hostOptions.retry, maximumAttempts: 2 },
+  });
+  // The audit trail is written from the control worker itself: short, local, retried.
+  const audit = proxyLocalActivities<ControlActivities>({
+    startToCloseTimeout: '10 seconds',
+    retry: { initialInterval: '200 ms', maximumInterval: '5 seconds', maximumAttempts: 20 },
+  });
+  return { control, host, correlation, audit };
+}
+
+export type Activities = ReturnType<typeof activitiesFor>;

@@ -1,0 +1,305 @@
+import {
+  ApplicationFailure,
+  CancellationScope,
+  condition,
+  defineQuery,
+  defineUpdate,
+  isCancellation,
+  setCurrentDetails,
+  setHandler,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type {
+  OperationResult,
+  OperationType,
+  OperatorAction,
+  SagaProgress,
+  WorkflowContext,
+} from '../src/domain/operations.js';
+import { SA } from '../src/temporal/search-attributes.js';
+import type { Activities } from './proxies.js';
+
+export const progressQuery = defineQuery<SagaProgress>('progress');
+/** Operator's hand on a running operation: abort it (compensates), or answer a stuck compensation. */
+export const operatorUpdate = defineUpdate<string, [OperatorAction]>('operator');
+
+interface Compensation {
+  step: string;
+  undo: () => Promise<unknown>;
+}
+
+/**
+ * The saga runner. Rules (shared/reference/peers.md, lessons 1, 2, 10, 11):
+ * - a step's compensation is registered BEFORE the step runs, and is written as "undo if
+ *   present", because the step most likely to be half-done is the one that just failed;
+ * - compensations run newest first in a non-cancellable scope, each an activity with bounded
+ *   retries; one that still fails parks the workflow (NeedsAttention) for an operator's update:
+ *   retry, skip (audited, with a reason) or abort — it is never swallowed;
+ * - after `pivot()` nothing is undone;
+ * - every step and compensation is written to the audit tables.
+ */
+export class Saga {
+  private readonly compensations: Compensation[] = [];
+  private readonly progress: SagaProgress;
+  private seq = 0;
+  private decision: OperatorAction | undefined;
+  private readonly forward = new CancellationScope();
+  private abortReason: string | undefined;
+
+  constructor(
+    private readonly ctx: WorkflowContext,
+    readonly type: OperationType,
+    private readonly acts: Activities,
+    private readonly request: unknown,
+    private readonly vmId: string | null = null,
+  ) {
+    this.progress = {
+      operationId: ctx.operationId,
+      type,
+      currentStep: null,
+      stepsDone: [],
+      compensationsRun: [],
+      needsAttention: null,
+      state: 'running',
+    };
+    setHandler(progressQuery, () => this.progress);
+    setHandler(
+      operatorUpdate,
+      (action) => {
+        if (action.action === 'abort') {
+          if (this.progress.state === 'running') {
+            this.abortReason = `${action.operator}: ${action.reason}`;
+            this.forward.cancel();
+            return 'aborting: completed steps will be compensated';
+          }
+          if (this.progress.state !== 'waiting-for-operator')
+            return `nothing to abort (${this.progress.state})`;
+        }
+        this.decision = action;
+        return `accepted: ${action.action}`;
+      },
+      {
+        validator: (action) => {
+          if (!action || !['retry', 'skip', 'abort'].includes(action.action)) {
+            throw new Error('action: must be "retry", "skip" or "abort"');
+          }
+          if (typeof action.reason !== 'string' || action.reason.trim() === '') {
+            throw new Error('reason: a reason is required');
+          }
+          if (action.action !== 'abort' && this.progress.state !== 'waiting-for-operator') {
+            throw new Error(
+              `action: "${action.action}" is only valid while a compensation waits for an operator`,
+            );
+          }
+        },
+      },
+    );
+  }
+
+  /** Run the forward steps; on failure or cancel, compensate and end with a clear failure. */
+  async run(body: () => Promise<OperationResult>): Promise<OperationResult> {
+    const info = workflowInfo();
+    upsertSearchAttributes([
+      { key: SA.VolumeId, value: this.ctx.volumeId },
+      { key: SA.ApplianceVmId, value: this.ctx.applianceVmId },
+      { key: SA.OperationType, value: this.type },
+      { key: SA.NeedsAttention, value: false },
+    ]);
+    await this.acts.audit.auditOperationStart({
+      operationId: this.ctx.operationId,
+      workflowId: info.workflowId,
+      runId: info.runId,
+      type: this.type,
+      volumeId: this.ctx.volumeId,
+      vmId: this.vmId,
+      request: this.request,
+    });
+    try {
+      const result = await this.forward.run(body);
+      this.progress.state = 'completed';
+      this.progress.currentStep = null;
+      upsertSearchAttributes([{ key: SA.SagaStep, value: 'done' }]);
+      setCurrentDetails(`${this.type} completed`);
+      await this.acts.audit.auditOperationStatus({
+        operationId: this.ctx.operationId,
+        status: 'completed',
+        response: result,
+        finished: true,
+      });
+      return result;
+    } catch (err) {
+      const failedStep = this.progress.currentStep ?? 'start';
+      const cancelled = isCancellation(err);
+      const reason = cancelled
+        ? this.abortReason
+          ? `aborted by ${this.abortReason}`
+          : 'cancelled'
+        : messageOf(err);
+      const outcome = await CancellationScope.nonCancellable(() => this.compensate());
+      this.progress.state = 'failed';
+      const summary =
+        `${this.type} of volume ${this.ctx.volumeId} ${cancelled ? 'was cancelled' : 'failed'} at step ` +
+        `"${failedStep}": ${reason}; ` +
+        (outcome === 'compensated'
+          ? `compensated: ${this.progress.compensationsRun.map((c) => `${c.step}=${c.status}`).join(', ') || 'nothing to undo'}`
+          : 'compensation abandoned by an operator; reconciliation will finish the clean-up');
+      setCurrentDetails(summary);
+      await CancellationScope.nonCancellable(() =>
+        this.acts.audit.auditOperationStatus({
+          operationId: this.ctx.operationId,
+          status: cancelled ? 'cancelled' : outcome === 'compensated' ? 'compensated' : 'failed',
+          error: summary,
+          finished: true,
+        }),
+      );
+      if (cancelled && !this.abortReason) throw err; // the workflow ends as Cancelled
+      throw ApplicationFailure.nonRetryable(summary, cancelled ? 'OperationAborted' : 'OperationFailed', {
+        step: failedStep,
+        reason,
+        compensations: this.progress.compensationsRun,
+      });
+    }
+  }
+
+  /**
+   * One forward step. `undo` (if any) is registered before `action` runs.
+   */
+  async step<T>(step: string, action: () => Promise<T>, undo?: () => Promise<unknown>): Promise<T> {
+    if (undo) this.compensations.push({ step, undo });
+    this.enter(step);
+    const seq = ++this.seq;
+    const startedAt = new Date().toISOString();
+    try {
+      const result = await action();
+      this.progress.stepsDone.push(step);
+      await this.record(seq, step, 'forward', 'completed', startedAt);
+      return result;
+    } catch (err) {
+      await CancellationScope.nonCancellable(() =>
+        this.record(
+          seq,
+          step,
+          'forward',
+          'failed',
+          startedAt,
+          isCancellation(err) ? 'cancelled' : messageOf(err),
+        ),
+      );
+      throw err;
+    }
+  }
+
+  /** After this point nothing is compensated (e.g. the volume is deleted in CloudStack). */
+  pivot(): void {
+    this.compensations.length = 0;
+  }
+
+  describe(attrs: { persistentName?: string; vmName?: string }): void {
+    const pairs = [];
+    if (attrs.persistentName) pairs.push({ key: SA.PersistentName, value: attrs.persistentName });
+    if (attrs.vmName) pairs.push({ key: SA.VmName, value: attrs.vmName });
+    if (pairs.length) upsertSearchAttributes(pairs);
+  }
+
+  private enter(step: string): void {
+    this.progress.currentStep = step;
+    upsertSearchAttributes([{ key: SA.SagaStep, value: step }]);
+    setCurrentDetails(`${this.type} of volume ${this.ctx.volumeId}: ${this.progress.state} — step ${step}`);
+  }
+
+  private async compensate(): Promise<'compensated' | 'abandoned'> {
+    this.progress.state = 'compensating';
+    for (const c of [...this.compensations].reverse()) {
+      const name = `undo:${c.step}`;
+      this.enter(name);
+      for (;;) {
+        const seq = ++this.seq;
+        const startedAt = new Date().toISOString();
+        try {
+          await c.undo();
+          this.progress.compensationsRun.push({ step: c.step, status: 'completed' });
+          await this.record(seq, name, 'compensation', 'completed', startedAt);
+          break;
+        } catch (err) {
+          const error = messageOf(err);
+          await this.record(seq, name, 'compensation', 'failed', startedAt, error);
+          const decision = await this.waitForOperator(c.step, error);
+          await this.record(
+            ++this.seq,
+            `operator:${decision.action}`,
+            'operator',
+            'completed',
+            startedAt,
+            null,
+            decision,
+          );
+          if (decision.action === 'retry') continue;
+          this.progress.compensationsRun.push({ step: c.step, status: 'skipped' });
+          if (decision.action === 'skip') break;
+          return 'abandoned';
+        }
+      }
+    }
+    return 'compensated';
+  }
+
+  private async waitForOperator(step: string, error: string): Promise<OperatorAction> {
+    this.progress.state = 'waiting-for-operator';
+    this.progress.needsAttention = { step, error };
+    upsertSearchAttributes([{ key: SA.NeedsAttention, value: true }]);
+    setCurrentDetails(
+      `NEEDS ATTENTION: compensation of "${step}" failed: ${error}. ` +
+        `Send the "operator" update with action retry, skip or abort (volumectl abort/retry).`,
+    );
+    await this.acts.audit.auditOperationStatus({
+      operationId: this.ctx.operationId,
+      status: 'needs_attention',
+      error,
+    });
+    await condition(() => this.decision !== undefined);
+    const d = this.decision!;
+    this.decision = undefined;
+    this.progress.needsAttention = null;
+    this.progress.state = 'compensating';
+    upsertSearchAttributes([{ key: SA.NeedsAttention, value: false }]);
+    return d;
+  }
+
+  private record(
+    seq: number,
+    step: string,
+    phase: 'forward' | 'compensation' | 'operator',
+    status: 'completed' | 'failed' | 'skipped',
+    startedAt: string,
+    error: string | null = null,
+    details?: unknown,
+  ): Promise<void> {
+    return this.acts.audit.auditStep({
+      operationId: this.ctx.operationId,
+      seq,
+      step,
+      phase,
+      status,
+      error,
+      details,
+      startedAt,
+      finishedAt: new Date().toISOString(),
+    });
+  }
+}
+
+/** The most specific message in a failure chain (ActivityFailure → ApplicationFailure → …). */
+export function messageOf(err: unknown): string {
+  let e = err as { message?: string; cause?: unknown } | undefined;
+  let msg = e?.message ?? String(err);
+  while (e?.cause) {
+    e = e.cause as { message?: string; cause?: unknown };
+    if (e?.message) msg = e.message;
+  }
+  return msg;
+}
+
+export function permanentFailure(message: string, type: string): ApplicationFailure {
+  return ApplicationFailure.nonRetryable(message, type);
+}

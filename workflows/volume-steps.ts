@@ -1,0 +1,190 @@
+import type { MappingRecord } from '../src/db/mappings.js';
+import type { VolumeAccess, WorkflowContext } from '../src/domain/operations.js';
+import { diskSerialFor } from '../src/cloudstack/serial.js';
+import type { Activities } from './proxies.js';
+import { permanentFailure, type Saga } from './saga.js';
+
+/**
+ * Step sequences shared by several sagas: bringing a volume onto the appliance (attach,
+ * failback) and taking it off (detach, failover). Each step: compensation first, then action.
+ */
+
+export const EXPORT_PREFIX = 'migration-vol-';
+
+export function requireName(
+  m: MappingRecord | null,
+  volumeId: string,
+): MappingRecord & { persistentName: string } {
+  if (!m)
+    throw permanentFailure(`volume ${volumeId} has no device mapping: attach it first`, 'VolumeNotFound');
+  if (!m.persistentName) {
+    throw permanentFailure(
+      `volume ${volumeId} has no persistent name yet (reconciliation adopts it)`,
+      'VolumeNotFound',
+    );
+  }
+  return m as MappingRecord & { persistentName: string };
+}
+
+/** Point the dm device at whatever device now carries the volume's serial, if any. */
+async function relinkToCurrentDevice(acts: Activities, name: string, serial: string): Promise<void> {
+  const dev = await acts.host.hostFindBySerial(serial);
+  if (dev) await acts.host.hostDmEnsureLinear({ name, devicePath: dev.devicePath });
+}
+
+/**
+ * CloudStack attach to the appliance → correlate → resolve conflicts → dm map → record → export.
+ * `attachedBefore`: the volume was on the appliance already (then attach is not undone).
+ */
+export async function bringToAppliance(
+  saga: Saga,
+  acts: Activities,
+  ctx: WorkflowContext,
+  a: { name: string; sizeBytes: number; attachedBefore: boolean },
+): Promise<VolumeAccess> {
+  const { control, host, correlation } = acts;
+  const serial = diskSerialFor(ctx.volumeId);
+  const devicesBefore = await host.hostListDevices();
+
+  await saga.step(
+    'cloudstack-attach',
+    () => control.csAttach({ volumeId: ctx.volumeId, vmId: ctx.applianceVmId }),
+    a.attachedBefore
+      ? undefined
+      : () => control.csDetach({ volumeId: ctx.volumeId, fromVmId: ctx.applianceVmId }),
+  );
+
+  const device = await saga.step('correlate', () =>
+    correlation.hostCorrelate({
+      serial,
+      expectedSizeBytes: a.sizeBytes,
+      devicesBefore,
+      timeoutMs: ctx.correlationTimeoutMs,
+    }),
+  );
+
+  await saga.step('resolve-conflicts', async () => ({
+    dm: await host.hostResolveConflicts({ name: a.name, devicePath: device.devicePath }),
+    rows: await control.dbClearStaleDevicePath({
+      devicePath: device.devicePath,
+      exceptVolumeId: ctx.volumeId,
+    }),
+  }));
+
+  const previousTable = await host.hostDmTable(a.name);
+  await saga.step(
+    'dm-map',
+    () => host.hostDmEnsureLinear({ name: a.name, devicePath: device.devicePath }),
+    () =>
+      previousTable
+        ? host.hostDmEnsureTable({ name: a.name, table: previousTable })
+        : host.hostDmRemove({ name: a.name }),
+  );
+
+  const before = requireName(await control.dbGetMapping(ctx.volumeId), ctx.volumeId);
+  await saga.step(
+    'record-mapping',
+    () =>
+      control.dbUpdateMapping({
+        volumeId: ctx.volumeId,
+        expectedVersion: before.version,
+        operationId: ctx.operationId,
+        patch: { location: 'appliance', targetVmId: null, devicePath: device.devicePath, dmState: 'linear' },
+      }),
+    () => control.dbRestoreMapping({ before, operationId: ctx.operationId }),
+  );
+
+  const exportName = EXPORT_PREFIX + a.name;
+  const mapperPath = `/dev/mapper/${a.name}`;
+  const exportConfigured = await host.hostExportConfigured(exportName);
+  const exportRow = await control.dbGetExport(ctx.volumeId);
+  const ensured = await saga.step(
+    'ensure-export',
+    async () => {
+      const r = await host.hostExportEnsure({ exportName, targetPath: mapperPath });
+      await control.dbUpsertExport({
+        exportName,
+        volumeId: ctx.volumeId,
+        targetPath: mapperPath,
+        configPath: r.configPath,
+        backend: r.backend,
+        status: 'active',
+      });
+      return r;
+    },
+    async () => {
+      if (!exportConfigured) await host.hostExportRemove({ exportName });
+      if (!exportRow) await control.dbDeleteExport({ volumeId: ctx.volumeId });
+    },
+  );
+
+  return {
+    volumeId: ctx.volumeId,
+    persistentName: a.name,
+    devicePath: device.devicePath,
+    mapperPath,
+    exportName,
+    nbdUri: ensured.uri,
+  };
+}
+
+/**
+ * dm → error target (the export stays and answers I/O errors, never stale data) → CloudStack
+ * detach from the appliance (and wait until the kernel has let the device go).
+ */
+export async function takeOffAppliance(
+  saga: Saga,
+  acts: Activities,
+  ctx: WorkflowContext,
+  m: MappingRecord & { persistentName: string },
+): Promise<void> {
+  const { control, host, correlation } = acts;
+  const name = m.persistentName;
+  const serial = diskSerialFor(ctx.volumeId);
+  await saga.step(
+    'dm-error',
+    () => host.hostDmEnsureError({ name, sectors: Math.floor(m.sizeBytes / 512) }),
+    () => relinkToCurrentDevice(acts, name, serial),
+  );
+  await saga.step(
+    'cloudstack-detach',
+    async () => {
+      await control.csDetach({ volumeId: ctx.volumeId, fromVmId: ctx.applianceVmId });
+      await host.hostWaitGone({ serial, timeoutMs: ctx.correlationTimeoutMs });
+    },
+    async () => {
+      await control.csAttach({ volumeId: ctx.volumeId, vmId: ctx.applianceVmId });
+      await correlation.hostCorrelate({
+        serial,
+        expectedSizeBytes: m.sizeBytes,
+        timeoutMs: ctx.correlationTimeoutMs,
+      });
+    },
+  );
+}
+
+/** Record a new location with compare-and-swap; compensation restores the previous row. */
+export async function recordLocation(
+  saga: Saga,
+  acts: Activities,
+  ctx: WorkflowContext,
+  patch: {
+    location: 'appliance' | 'target' | 'detached';
+    targetVmId: string | null;
+    devicePath: string | null;
+    dmState: 'linear' | 'error';
+  },
+): Promise<void> {
+  const before = requireName(await acts.control.dbGetMapping(ctx.volumeId), ctx.volumeId);
+  await saga.step(
+    'record-location',
+    () =>
+      acts.control.dbUpdateMapping({
+        volumeId: ctx.volumeId,
+        expectedVersion: before.version,
+        operationId: ctx.operationId,
+        patch,
+      }),
+    () => acts.control.dbRestoreMapping({ before, operationId: ctx.operationId }),
+  );
+}
