@@ -5,4 +5,6 @@ export { detachVolume } from './detach.js';
 export { failoverVolume } from './failover.js';
 export { failbackVolume } from './failback.js';
 export { deleteVolume } from './delete.js';
+export { repairVolume } from './repair.js';
+export { reconcileAppliance } from './reconcile.js';
 export { progressQuery, operatorUpdate } from './saga.js';

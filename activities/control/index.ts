@@ -1,9 +1,11 @@
 import { Context } from '@temporalio/activity';
-import type { Pool } from 'mysql2/promise';
+import type { Pool, RowDataPacket } from 'mysql2/promise';
 import type { CloudStackApi, CsVolume } from '../../src/cloudstack/types.js';
 import * as mappings from '../../src/db/mappings.js';
 import * as exportsDb from '../../src/db/exports.js';
 import * as ops from '../../src/db/operations.js';
+import * as reconcileDb from '../../src/db/reconcile.js';
+import { computeDrift, type DesiredVolume, type Finding, type Inventory } from '../../src/reconcile/drift.js';
 import { permanent, withClassification } from '../failures.js';
 
 export interface ControlDeps {
@@ -148,6 +150,67 @@ export function createControlActivities({ cloudstack, db }: ControlDeps) {
     },
     async auditStep(s: ops.StepRecord): Promise<void> {
       await ops.recordStep(db, s);
+    },
+
+    // --- reconciliation --------------------------------------------------------------------
+    async reconStart(r: {
+      workflowId: string;
+      runId: string;
+      applianceVmId: string;
+      dryRun: boolean;
+    }): Promise<number> {
+      return reconcileDb.startReconcileRun(db, r);
+    },
+    /** Desired state (database) + CloudStack's view against the appliance's inventory. */
+    async reconCompare(a: {
+      applianceVmId: string;
+      inventory: Inventory;
+      backend: 'nbdkit-dir' | 'nbd-server';
+    }): Promise<Finding[]> {
+      const rows = await mappings.listMappings(db, { applianceVmId: a.applianceVmId });
+      const exportRows = new Map(
+        (await exportsDb.listExports(db, { applianceVmId: a.applianceVmId })).map((e) => [e.volumeId, e]),
+      );
+      const desired: DesiredVolume[] = rows.map((r) => ({
+        volumeId: r.volumeId,
+        persistentName: r.persistentName,
+        location: r.location,
+        targetVmId: r.targetVmId,
+        devicePath: r.devicePath,
+        dmState: r.dmState,
+        sizeBytes: r.sizeBytes,
+        serial: r.virtioSerial,
+        exportName: exportRows.get(r.volumeId)?.exportName ?? null,
+      }));
+      const attachments: Record<string, string | null> = {};
+      const wanted = new Set(rows.map((r) => r.volumeId));
+      for (const v of await cloudstack.listVolumes()) {
+        if (wanted.has(v.id)) attachments[v.id] = v.virtualmachineid ?? null;
+      }
+      return computeDrift(
+        desired,
+        a.inventory,
+        { attachments },
+        {
+          applianceVmId: a.applianceVmId,
+          backend: a.backend,
+        },
+      );
+    },
+    /** Orphan check right before removal: does any row claim this persistent name now? */
+    async dbNameInUse(name: string): Promise<boolean> {
+      const [rows] = await db.query<RowDataPacket[]>(
+        'SELECT 1 FROM device_mappings WHERE persistent_device_name = ? LIMIT 1',
+        [name],
+      );
+      return rows.length > 0;
+    },
+    async reconFinish(a: {
+      id: number;
+      status: 'completed' | 'failed';
+      findings: reconcileDb.FindingOutcome[];
+    }) {
+      await reconcileDb.finishReconcileRun(db, a.id, a.status, a.findings);
     },
   });
 }

@@ -1,6 +1,7 @@
 import { Context } from '@temporalio/activity';
 import type { DeviceCorrelator, DeviceMapperApi, DmTable, ResolvedDevice } from '../../src/device/types.js';
 import type { ExportBackend, ProbeResult } from '../../src/nbd/types.js';
+import type { Inventory } from '../../src/reconcile/drift.js';
 import { persistentNameSchema, exportNameSchema } from '../../src/domain/naming.js';
 import { withClassification } from '../failures.js';
 import { HostLock } from './lock.js';
@@ -103,6 +104,47 @@ export function createHostActivities({ correlator, dm, exports }: HostDeps) {
     },
     async hostExportsServed() {
       return exports.listServed();
+    },
+
+    // --- reconciliation --------------------------------------------------------------------
+    /** Actual state of this appliance, compact (it travels through workflow history). */
+    async hostInventory(): Promise<Inventory> {
+      const dmNames = await dm.list();
+      const dmEntries = [];
+      for (const n of dmNames) {
+        const info = await dm.info(n);
+        if (info) dmEntries.push({ name: n, table: info.table, openCount: info.openCount });
+      }
+      const devices = [];
+      for (const d of await correlator.describeDevices()) {
+        devices.push({
+          kernelName: d.kernelName,
+          devicePath: d.devicePath,
+          serial: d.serial,
+          devNumber: await dm.deviceNumber(d.devicePath),
+        });
+      }
+      const exportsConfigured = (await exports.listConfigured()).map((e) => ({
+        exportName: e.exportName,
+        targetPath: e.targetPath,
+      }));
+      let exportsServed: string[] | null;
+      try {
+        exportsServed = (await exports.listServed()).map((e) => e.exportName);
+      } catch {
+        exportsServed = null;
+      }
+      return { dm: dmEntries, devices, exportsConfigured, exportsServed };
+    },
+    /** Remove an orphan dm device, but only if it is (still) not open: never pull a device from a client. */
+    async hostRemoveIdleDm(a: { name: string }): Promise<'removed' | 'open' | 'gone'> {
+      return lock.run(async () => {
+        const info = await dm.info(a.name);
+        if (!info) return 'gone';
+        if (info.openCount > 0) return 'open';
+        await dm.remove(a.name);
+        return 'removed';
+      });
     },
   });
 }

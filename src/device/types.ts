@@ -29,6 +29,8 @@ export interface WaitForDeviceRequest {
 export interface DeviceCorrelator {
   /** Kernel names of virtio/block devices present now (vda, vdb, …). */
   listDevices(): Promise<string[]>;
+  /** Every present virtio disk with its serial and size (reconciliation's inventory). */
+  describeDevices(): Promise<ResolvedDevice[]>;
   /** Resolve now; undefined when no device carries the serial. */
   findBySerial(serial: string): Promise<ResolvedDevice | undefined>;
   /** Wait (event-driven) until the device appears, or fail after timeoutMs with what was seen. */

@@ -1,0 +1,234 @@
+import { randomUUID } from 'node:crypto';
+import { WorkflowExecutionAlreadyStartedError, type Client, type WorkflowHandle } from '@temporalio/client';
+import { TypedSearchAttributes } from '@temporalio/common';
+import { z } from 'zod';
+import { diskIndexFromKey } from '../domain/naming.js';
+import {
+  attachRequest,
+  deleteRequest,
+  detachRequest,
+  failbackRequest,
+  failoverRequest,
+  operatorActionSchema,
+  type OperationResult,
+  type OperationType,
+  type OperatorAction,
+  type SagaProgress,
+  type WorkflowContext,
+} from '../domain/operations.js';
+import { SA } from '../temporal/search-attributes.js';
+import { controlQueue, volumeWorkflowId } from '../temporal/task-queues.js';
+
+/**
+ * The typed client the migration engine (and our HTTP API and CLI) use to start volume
+ * operations and wait for them. Inputs are validated with zod before anything is sent; a bad
+ * field raises InvalidRequestError naming it, and nothing is started.
+ */
+export interface ClientOptions {
+  client: Client;
+  taskQueuePrefix?: string;
+  correlationTimeoutMs?: number;
+}
+
+export class InvalidRequestError extends Error {
+  readonly code = 'invalid_request';
+  constructor(readonly issues: { field: string; message: string }[]) {
+    super(`invalid request: ${issues.map((i) => `${i.field}: ${i.message}`).join('; ')}`);
+    this.name = 'InvalidRequestError';
+  }
+}
+
+/** Another operation is running on the volume (one workflow id per volume, conflict FAIL). */
+export class VolumeBusyError extends Error {
+  readonly code = 'volume_busy';
+  constructor(
+    readonly volumeId: string,
+    readonly running: {
+      operationId: string | undefined;
+      type: string | undefined;
+      workflowId: string;
+      runId: string;
+    },
+  ) {
+    super(
+      `volume ${volumeId} is busy: operation ${running.operationId ?? '?'} (${running.type ?? '?'}) is running ` +
+        `as workflow ${running.workflowId} run ${running.runId}`,
+    );
+    this.name = 'VolumeBusyError';
+  }
+}
+
+export interface OperationHandle {
+  operationId: string;
+  type: OperationType;
+  volumeId: string;
+  workflowId: string;
+  runId: string;
+  /** True when an earlier request with the same idempotency key is what this handle points at. */
+  deduplicated: boolean;
+  result(): Promise<OperationResult>;
+  progress(): Promise<SagaProgress>;
+}
+
+const WORKFLOW_TYPE: Record<Exclude<OperationType, 'repair'>, string> = {
+  attach: 'attachVolume',
+  detach: 'detachVolume',
+  failover: 'failoverVolume',
+  failback: 'failbackVolume',
+  delete: 'deleteVolume',
+};
+
+function parse<S extends z.ZodType>(schema: S, input: unknown): z.output<S> {
+  const r = schema.safeParse(input);
+  if (!r.success) {
+    throw new InvalidRequestError(
+      r.error.issues.map((i) => ({ field: i.path.join('.') || '(body)', message: i.message })),
+    );
+  }
+  return r.data;
+}
+
+export class VolumeLifecycleClient {
+  private readonly prefix: string;
+  private readonly correlationTimeoutMs: number;
+
+  constructor(private readonly opts: ClientOptions) {
+    this.prefix = opts.taskQueuePrefix ?? 'volume-lifecycle';
+    this.correlationTimeoutMs = opts.correlationTimeoutMs ?? 60_000;
+  }
+
+  private context(r: {
+    operationId?: string;
+    volumeId: string;
+    applianceVmId: string;
+  }): WorkflowContext & { idempotent: boolean } {
+    return {
+      idempotent: r.operationId !== undefined,
+      operationId: r.operationId ?? randomUUID(),
+      volumeId: r.volumeId,
+      applianceVmId: r.applianceVmId,
+      taskQueuePrefix: this.prefix,
+      correlationTimeoutMs: this.correlationTimeoutMs,
+    };
+  }
+
+  async attach(request: unknown): Promise<OperationHandle> {
+    const r = parse(attachRequest, request);
+    let diskIndex: number;
+    try {
+      diskIndex = diskIndexFromKey(r.diskKey);
+    } catch (e) {
+      throw new InvalidRequestError([{ field: 'diskKey', message: (e as Error).message }]);
+    }
+    return this.start(
+      'attach',
+      { ...this.context(r), sourceVmName: r.sourceVmName, diskIndex },
+      r.sourceVmName,
+    );
+  }
+  async detach(request: unknown): Promise<OperationHandle> {
+    return this.start('detach', this.context(parse(detachRequest, request)));
+  }
+  async failover(request: unknown): Promise<OperationHandle> {
+    const r = parse(failoverRequest, request);
+    return this.start('failover', { ...this.context(r), targetVmId: r.targetVmId });
+  }
+  async failback(request: unknown): Promise<OperationHandle> {
+    return this.start('failback', this.context(parse(failbackRequest, request)));
+  }
+  async delete(request: unknown): Promise<OperationHandle> {
+    return this.start('delete', this.context(parse(deleteRequest, request)));
+  }
+
+  /** Handle of the latest operation on a volume (running or finished). */
+  async latest(volumeId: string): Promise<OperationHandle | undefined> {
+    const handle = this.opts.client.workflow.getHandle(volumeWorkflowId(volumeId));
+    try {
+      const d = await handle.describe();
+      const memo = (d.memo ?? {}) as { operationId?: string; type?: OperationType };
+      return this.wrap(handle, d.runId, memo.operationId ?? '', memo.type ?? 'attach', volumeId, true);
+    } catch (err) {
+      if ((err as Error).name === 'WorkflowNotFoundError') return undefined;
+      throw err;
+    }
+  }
+
+  /** Abort a running operation (its completed steps are compensated), or answer a stuck one. */
+  async operator(volumeId: string, action: OperatorAction): Promise<string> {
+    const a = parse(operatorActionSchema, action);
+    return this.opts.client.workflow
+      .getHandle(volumeWorkflowId(volumeId))
+      .executeUpdate<string, [OperatorAction]>('operator', { args: [a] });
+  }
+
+  private async start<I extends WorkflowContext>(
+    type: Exclude<OperationType, 'repair'>,
+    input: I & { idempotent?: boolean },
+    vmName?: string,
+  ): Promise<OperationHandle> {
+    const workflowId = volumeWorkflowId(input.volumeId);
+    // A retried request (same idempotency key) whose operation already finished gets that
+    // operation back instead of starting a second one.
+    if (input.idempotent) {
+      const last = await this.latest(input.volumeId);
+      if (last && last.operationId === input.operationId) return last;
+    }
+    delete input.idempotent;
+    const pairs = [
+      { key: SA.VolumeId, value: input.volumeId },
+      { key: SA.ApplianceVmId, value: input.applianceVmId },
+      { key: SA.OperationType, value: type as string },
+      { key: SA.SagaStep, value: 'queued' },
+    ];
+    if (vmName) pairs.push({ key: SA.VmName, value: vmName });
+    try {
+      const handle = await this.opts.client.workflow.start(WORKFLOW_TYPE[type], {
+        workflowId,
+        taskQueue: controlQueue(this.prefix),
+        args: [input],
+        workflowIdConflictPolicy: 'FAIL',
+        workflowIdReusePolicy: 'ALLOW_DUPLICATE',
+        memo: { operationId: input.operationId, type },
+        typedSearchAttributes: new TypedSearchAttributes(pairs),
+        staticSummary: `${type} volume ${input.volumeId}`,
+      });
+      return this.wrap(handle, handle.firstExecutionRunId, input.operationId, type, input.volumeId, false);
+    } catch (err) {
+      if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+    }
+    // Running already: the same idempotency key means "that is my operation".
+    const running = this.opts.client.workflow.getHandle(workflowId);
+    const d = await running.describe();
+    const memo = (d.memo ?? {}) as { operationId?: string; type?: string };
+    if (memo.operationId === input.operationId) {
+      return this.wrap(running, d.runId, input.operationId, type, input.volumeId, true);
+    }
+    throw new VolumeBusyError(input.volumeId, {
+      operationId: memo.operationId,
+      type: memo.type,
+      workflowId,
+      runId: d.runId,
+    });
+  }
+
+  private wrap(
+    handle: WorkflowHandle,
+    runId: string,
+    operationId: string,
+    type: OperationType,
+    volumeId: string,
+    deduplicated: boolean,
+  ): OperationHandle {
+    const pinned = this.opts.client.workflow.getHandle(handle.workflowId, runId);
+    return {
+      operationId,
+      type,
+      volumeId,
+      workflowId: handle.workflowId,
+      runId,
+      deduplicated,
+      result: () => pinned.result() as Promise<OperationResult>,
+      progress: () => pinned.query<SagaProgress>('progress'),
+    };
+  }
+}

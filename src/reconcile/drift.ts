@@ -1,0 +1,300 @@
+import type { DmTable } from '../device/types.js';
+
+/**
+ * Reconciliation's core, as a pure function: desired state (the database) against actual state
+ * (kernel dm tables, devices by serial, NBD config, the NBD server's memory, CloudStack), giving
+ * one finding per drift with a decision. Repair only when it is safe and unambiguous; otherwise
+ * report, with the exact remedy. Kept pure so the whole drift matrix is unit-tested.
+ */
+
+export interface DesiredVolume {
+  volumeId: string;
+  persistentName: string | null;
+  location: 'appliance' | 'target' | 'detached';
+  targetVmId: string | null;
+  devicePath: string | null;
+  dmState: 'linear' | 'error' | 'absent';
+  sizeBytes: number;
+  serial: string;
+  exportName: string | null; // the nbd_exports row, if any
+}
+
+export interface DmEntry {
+  name: string;
+  table: DmTable;
+  openCount: number;
+}
+
+export interface PresentDevice {
+  kernelName: string; // vdb
+  devicePath: string; // /dev/vdb
+  serial: string;
+  /** major:minor, as dm tables print devices. */
+  devNumber: string;
+}
+
+export interface Inventory {
+  dm: DmEntry[];
+  devices: PresentDevice[];
+  exportsConfigured: { exportName: string; targetPath: string }[];
+  /** Names the running server lists over NBD; null when the server did not answer. */
+  exportsServed: string[] | null;
+}
+
+export interface CloudStackView {
+  /** volumeId → VM it is attached to (null = detached); absent key = CloudStack has no such volume. */
+  attachments: Record<string, string | null>;
+}
+
+export const DRIFT_KINDS = [
+  'unnamed-volume', // row from the old daemon without a persistent name → adopt
+  'dm-missing', // attached volume without its dm device → create
+  'dm-wrong-device', // dm table over another device than the one carrying the serial → reload
+  'dm-error-while-attached', // error target though the volume is back on the appliance → reload linear
+  'dm-linear-while-away', // linear table though the volume is detached / failed over → error target
+  'export-missing', // no export config for a volume that has one in the database → write it
+  'export-wrong-target', // export config points elsewhere than /dev/mapper/<name> → rewrite
+  'export-orphan', // export config with no database row → remove
+  'dm-orphan', // dm device with no database row, not open → remove
+  'dm-orphan-open', // … but open by a client → report
+  'served-stale', // export in the server's memory with no config (nbd-server keeps it) → report
+  'export-not-served', // configured, but the server does not list it → report
+  'device-missing', // database says on the appliance, but no device carries the serial → report
+  'cloudstack-unknown-vm', // CloudStack: attached to a VM that is neither appliance nor recorded target → report
+  'cloudstack-location-mismatch', // CloudStack and database disagree on where the volume is → report
+  'cloudstack-volume-missing', // CloudStack has no such volume → report
+  'nbd-server-down', // the NBD server did not answer the listing → report
+] as const;
+export type DriftKind = (typeof DRIFT_KINDS)[number];
+
+export interface Finding {
+  kind: DriftKind;
+  volumeId: string | null;
+  subject: string;
+  decision: 'repair' | 'report';
+  remedy: string;
+  details?: Record<string, unknown>;
+}
+
+const EXPORT_PREFIX = 'migration-vol-';
+
+export function computeDrift(
+  desired: DesiredVolume[],
+  actual: Inventory,
+  cs: CloudStackView,
+  opts: { applianceVmId: string; backend: 'nbdkit-dir' | 'nbd-server' },
+): Finding[] {
+  const findings: Finding[] = [];
+  const dmByName = new Map(actual.dm.map((d) => [d.name, d]));
+  const devBySerial = new Map(actual.devices.map((d) => [d.serial, d]));
+  const configured = new Map(actual.exportsConfigured.map((e) => [e.exportName, e]));
+  const served = actual.exportsServed ? new Set(actual.exportsServed) : null;
+  const namesInDb = new Set(desired.flatMap((v) => (v.persistentName ? [v.persistentName] : [])));
+  const exportsInDb = new Set(
+    desired.flatMap((v) => (v.persistentName ? [EXPORT_PREFIX + v.persistentName] : [])),
+  );
+
+  const add = (f: Finding) => findings.push(f);
+
+  for (const v of desired) {
+    const csAttachedTo = cs.attachments[v.volumeId];
+    // --- CloudStack's view first: it decides whether device-level repairs are safe at all.
+    if (csAttachedTo === undefined) {
+      add({
+        kind: 'cloudstack-volume-missing',
+        volumeId: v.volumeId,
+        subject: v.volumeId,
+        decision: 'report',
+        remedy:
+          'CloudStack no longer knows this volume: run the delete operation to remove its mapping and export',
+      });
+      continue;
+    }
+    if (csAttachedTo && csAttachedTo !== opts.applianceVmId && csAttachedTo !== v.targetVmId) {
+      add({
+        kind: 'cloudstack-unknown-vm',
+        volumeId: v.volumeId,
+        subject: v.volumeId,
+        decision: 'report',
+        remedy: `CloudStack says the volume is attached to VM ${csAttachedTo}, which we did not put it on: find out who attached it; then fail it back or detach it there`,
+        details: { attachedTo: csAttachedTo, recordedTarget: v.targetVmId },
+      });
+      continue;
+    }
+    const onAppliance = csAttachedTo === opts.applianceVmId;
+    const dbOnAppliance = v.location === 'appliance';
+    if (onAppliance !== dbOnAppliance || (v.location === 'target' && csAttachedTo !== v.targetVmId)) {
+      add({
+        kind: 'cloudstack-location-mismatch',
+        volumeId: v.volumeId,
+        subject: v.volumeId,
+        decision: 'report',
+        remedy: `database says "${v.location}", CloudStack says ${csAttachedTo ? `attached to ${csAttachedTo}` : 'detached'}: finish the interrupted operation (attach, failover or failback) so both agree`,
+        details: { dbLocation: v.location, csAttachedTo },
+      });
+      continue;
+    }
+
+    if (!v.persistentName) {
+      add({
+        kind: 'unnamed-volume',
+        volumeId: v.volumeId,
+        subject: v.volumeId,
+        decision: 'repair',
+        remedy: 'adopt: assign a persistent name, map and export it like any other volume',
+      });
+      continue;
+    }
+    const name = v.persistentName;
+    const dm = dmByName.get(name);
+    const device = devBySerial.get(v.serial);
+
+    if (onAppliance) {
+      if (!device) {
+        add({
+          kind: 'device-missing',
+          volumeId: v.volumeId,
+          subject: name,
+          decision: 'report',
+          remedy: `no block device carries serial ${v.serial} although CloudStack has the volume attached: check the appliance (rescan / udevadm trigger) or detach and attach it again`,
+        });
+      } else if (!dm) {
+        add(repair('dm-missing', v, name, `create /dev/mapper/${name} linear over ${device.devicePath}`));
+      } else if (dm.table.kind === 'error') {
+        add(repair('dm-error-while-attached', v, name, `reload ${name} linear over ${device.devicePath}`));
+      } else if (dm.table.kind === 'linear' && !pointsAt(dm.table.device, device)) {
+        add(
+          repair(
+            'dm-wrong-device',
+            v,
+            name,
+            `reload ${name} from ${dm.table.device} to ${device.devicePath}`,
+            {
+              tableDevice: dm.table.device,
+              wanted: device.devicePath,
+            },
+          ),
+        );
+      }
+    } else if (dm && dm.table.kind === 'linear') {
+      add(
+        repair(
+          'dm-linear-while-away',
+          v,
+          name,
+          `point ${name} at an error target: the volume is not on the appliance`,
+        ),
+      );
+    }
+
+    if (v.exportName) {
+      const conf = configured.get(v.exportName);
+      if (!conf)
+        add(repair('export-missing', v, v.exportName, `write the export config for ${v.exportName}`));
+      else if (conf.targetPath !== `/dev/mapper/${name}`) {
+        add(
+          repair('export-wrong-target', v, v.exportName, `point ${v.exportName} at /dev/mapper/${name}`, {
+            configuredTarget: conf.targetPath,
+          }),
+        );
+      } else if (served && !served.has(v.exportName)) {
+        add({
+          kind: 'export-not-served',
+          volumeId: v.volumeId,
+          subject: v.exportName,
+          decision: 'report',
+          remedy:
+            opts.backend === 'nbd-server'
+              ? `nbd-server has not loaded ${v.exportName}: restart it safely (volumectl reconcile applies the safe-restart path), never SIGHUP on 3.24`
+              : `nbdkit does not list ${v.exportName}: check that /dev/mapper/${name} exists and nbdkit runs with dir= on the exports directory`,
+        });
+      }
+    }
+  }
+
+  // --- Things that exist with no row: orphans.
+  for (const d of actual.dm) {
+    if (namesInDb.has(d.name) || !looksOurs(d.name)) continue;
+    if (d.openCount > 0) {
+      add({
+        kind: 'dm-orphan-open',
+        volumeId: null,
+        subject: d.name,
+        decision: 'report',
+        remedy: `dm device ${d.name} has no database row but is open by ${d.openCount} client(s): stop the client (NBD connection), then the next reconcile removes it`,
+      });
+    } else {
+      add({
+        kind: 'dm-orphan',
+        volumeId: null,
+        subject: d.name,
+        decision: 'repair',
+        remedy: `remove dm device ${d.name}`,
+      });
+    }
+  }
+  for (const e of actual.exportsConfigured) {
+    if (exportsInDb.has(e.exportName)) continue;
+    add({
+      kind: 'export-orphan',
+      volumeId: null,
+      subject: e.exportName,
+      decision: 'repair',
+      remedy: `remove the export config of ${e.exportName}`,
+    });
+  }
+  if (served === null) {
+    add({
+      kind: 'nbd-server-down',
+      volumeId: null,
+      subject: 'nbd-server',
+      decision: 'report',
+      remedy:
+        'the NBD server did not answer an export listing: start it (systemctl start, or the backend supervisor)',
+    });
+  } else {
+    for (const name of served) {
+      if (configured.has(name) || !name.startsWith(EXPORT_PREFIX)) continue;
+      add({
+        kind: 'served-stale',
+        volumeId: null,
+        subject: name,
+        decision: 'report',
+        remedy:
+          opts.backend === 'nbd-server'
+            ? `nbd-server still holds ${name} in memory (SIGHUP never removes exports): only a restart drops it — run the backend's safe restart when no replication job is connected`
+            : `the server lists ${name} without a config entry: restart the NBD server`,
+      });
+    }
+  }
+  return findings;
+}
+
+function repair(
+  kind: DriftKind,
+  v: DesiredVolume,
+  subject: string,
+  remedy: string,
+  details?: Record<string, unknown>,
+): Finding {
+  return { kind, volumeId: v.volumeId, subject, decision: 'repair', remedy, ...(details ? { details } : {}) };
+}
+
+/** dm prints a device as `major:minor`; accept that or a path. */
+function pointsAt(tableDevice: string, dev: PresentDevice): boolean {
+  return tableDevice === dev.devNumber || tableDevice === dev.devicePath;
+}
+
+/**
+ * Only dm devices named like ours are candidates for orphan removal: other software on the
+ * appliance (LVM: `vg-lv` names with a hyphen inside, crypt, multipath) must never be touched.
+ * Our names end in `disk<N>`.
+ */
+export function looksOurs(name: string): boolean {
+  return /^[a-z0-9][a-z0-9-]*disk\d+$/.test(name);
+}
+
+/** Volume ids that need a repair workflow (one per volume, under the volume's workflow id). */
+export function volumesToRepair(findings: Finding[]): string[] {
+  return [...new Set(findings.filter((f) => f.decision === 'repair' && f.volumeId).map((f) => f.volumeId!))];
+}
