@@ -20,7 +20,11 @@ export interface ServedExport {
 
 export type ProbeResult =
   | { ok: true; sizeBytes: number }
-  | { ok: false; reason: 'unknown-export' | 'access-denied' | 'connection-failed' | 'other'; message: string };
+  | {
+      ok: false;
+      reason: 'unknown-export' | 'access-denied' | 'connection-failed' | 'other';
+      message: string;
+    };
 
 export interface ExportBackend {
   readonly kind: 'nbdkit-dir' | 'nbd-server';
