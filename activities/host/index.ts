@@ -75,7 +75,8 @@ export function createHostActivities({ correlator, dm, exports }: HostDeps) {
         for (const other of await dm.list()) {
           if (other === a.name) continue;
           const info = await dm.info(other);
-          if (!info || info.table.kind !== 'linear') continue;
+          // Only devices we created (dm UUID VOLLIFE-…) are ever changed here.
+          if (!info || !info.uuid.startsWith('VOLLIFE-') || info.table.kind !== 'linear') continue;
           if (info.table.device === a.devicePath || info.table.device === mine) {
             await dm.ensureError(other, info.table.sectors);
             resolved.push(other);

@@ -36,6 +36,10 @@ export const envSchema = z.object({
   NBD_PORT: port.default(10809),
   NBD_EXPORTS_DIR: z.string().default('/run/volume-lifecycle/exports'),
   NBD_CONF_DIR: z.string().default('/etc/nbd-server/conf.d'),
+  /** Host put in nbd:// URIs handed to replication jobs (default NBD_HOST). */
+  NBD_URI_HOST: z.string().optional(),
+  /** Start and supervise the NBD server from the host worker. */
+  NBD_MANAGE_SERVER: bool.default(true),
   SYSFS_ROOT: z.string().default('/sys'),
   DEV_ROOT: z.string().default('/dev'),
   CORRELATION_TIMEOUT_MS: z.coerce.number().int().min(100).default(60_000),

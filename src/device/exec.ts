@@ -12,7 +12,11 @@ export interface CommandResult {
 }
 
 export interface CommandRunner {
-  run(file: string, args: readonly string[], opts?: { input?: string; timeoutMs?: number }): Promise<CommandResult>;
+  run(
+    file: string,
+    args: readonly string[],
+    opts?: { input?: string; timeoutMs?: number },
+  ): Promise<CommandResult>;
 }
 
 export const localRunner: CommandRunner = {

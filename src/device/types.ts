@@ -52,6 +52,8 @@ export interface DmDeviceInfo {
   openCount: number;
   major: number;
   minor: number;
+  /** dm UUID; ours are `VOLLIFE-<persistent name>`, so every device traces back to its volume. */
+  uuid: string;
   table: DmTable;
 }
 

@@ -1,0 +1,204 @@
+import { watch, type FSWatcher } from 'node:fs';
+import { readdir, readFile, readlink } from 'node:fs/promises';
+import path from 'node:path';
+import { logger } from '../observability/logger.js';
+import type { DeviceCorrelator, ResolvedDevice, WaitForDeviceRequest } from './types.js';
+
+/**
+ * Which /dev/vdX carries this CloudStack volume? By the virtio serial CloudStack/KVM gives the
+ * disk (volume UUID without dashes, first 20 characters), in priority order:
+ *   1. /sys/block/<dev>/serial equal to it — authoritative (udev sometimes misses by-id links);
+ *   2. /dev/disk/by-id/virtio-<serial> — the udev link;
+ *   3. degraded and logged: the one virtio disk that is new since the attach began — failing on
+ *      none or more than one (os-brick and Coriolis treat the diff the same way).
+ * Waiting is event-driven: an fs watch on /sys/block and the by-id directory wakes the check at
+ * once, and a short poll is the safety net where watches do not fire (sysfs does not notify).
+ */
+export interface SysfsCorrelatorOptions {
+  sysfsRoot?: string; // default /sys
+  devRoot?: string; // default /dev
+  pollMs?: number; // default 50
+}
+
+export class CorrelationTimeoutError extends Error {
+  readonly retryable = false;
+  constructor(
+    readonly serial: string,
+    readonly waitedMs: number,
+    readonly seen: string[],
+  ) {
+    super(
+      `no block device with virtio serial ${serial} appeared within ${waitedMs} ms ` +
+        `(devices seen: ${seen.length ? seen.join(', ') : 'none'})`,
+    );
+    this.name = 'CorrelationTimeoutError';
+  }
+}
+
+export class CorrelationError extends Error {
+  readonly retryable = false;
+  constructor(message: string) {
+    super(message);
+    this.name = 'CorrelationError';
+  }
+}
+
+const VIRTIO_DISK = /^vd[a-z]+$/;
+
+export class SysfsCorrelator implements DeviceCorrelator {
+  private readonly sys: string;
+  private readonly dev: string;
+  private readonly pollMs: number;
+
+  constructor(opts: SysfsCorrelatorOptions = {}) {
+    this.sys = opts.sysfsRoot ?? '/sys';
+    this.dev = opts.devRoot ?? '/dev';
+    this.pollMs = opts.pollMs ?? 50;
+  }
+
+  async listDevices(): Promise<string[]> {
+    const names = await readdir(path.join(this.sys, 'block')).catch(() => [] as string[]);
+    return names.filter((n) => VIRTIO_DISK.test(n)).sort();
+  }
+
+  async describeDevices(): Promise<ResolvedDevice[]> {
+    const out: ResolvedDevice[] = [];
+    for (const k of await this.listDevices()) {
+      const serial = await this.serialOf(k);
+      if (serial) out.push({ ...(await this.describe(k, serial)), method: 'sysfs-serial' });
+    }
+    return out;
+  }
+
+  async findBySerial(serial: string): Promise<ResolvedDevice | undefined> {
+    for (const k of await this.listDevices()) {
+      if ((await this.serialOf(k)) === serial)
+        return { ...(await this.describe(k, serial)), method: 'sysfs-serial' };
+    }
+    const link = path.join(this.dev, 'disk', 'by-id', `virtio-${serial}`);
+    const target = await readlink(link).catch(() => undefined);
+    if (target) {
+      const k = path.basename(target);
+      if (VIRTIO_DISK.test(k)) return { ...(await this.describe(k, serial)), method: 'by-id' };
+    }
+    return undefined;
+  }
+
+  async waitForDevice(req: WaitForDeviceRequest): Promise<ResolvedDevice> {
+    const started = Date.now();
+    const found = await this.waitFor(
+      async () => {
+        const d = await this.findBySerial(req.serial);
+        if (d) return d;
+        if (req.devicesBefore) return this.fallback(req);
+        return undefined;
+      },
+      req.timeoutMs,
+      req.signal,
+      (elapsed) => this.listDevices().then((seen) => req.onWaiting?.(elapsed, seen)),
+    );
+    if (!found) throw new CorrelationTimeoutError(req.serial, Date.now() - started, await this.listDevices());
+    if (req.expectedSizeBytes !== undefined && found.sizeBytes !== req.expectedSizeBytes) {
+      throw new CorrelationError(
+        `device ${found.devicePath} with serial ${req.serial} is ${found.sizeBytes} bytes, CloudStack says ${req.expectedSizeBytes}`,
+      );
+    }
+    return found;
+  }
+
+  async waitForGone(serial: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    const started = Date.now();
+    const gone = await this.waitFor(
+      async () => ((await this.findBySerial(serial)) ? undefined : true),
+      timeoutMs,
+      signal,
+    );
+    if (!gone) {
+      throw new CorrelationError(
+        `device with serial ${serial} still present ${Date.now() - started} ms after the detach`,
+      );
+    }
+  }
+
+  /**
+   * The degraded fallback: exactly one virtio disk that was not there before the attach, and
+   * which reports no serial of its own (a disk with another serial is another volume).
+   */
+  private async fallback(req: WaitForDeviceRequest): Promise<ResolvedDevice | undefined> {
+    const before = new Set(req.devicesBefore);
+    const fresh = [];
+    for (const k of await this.listDevices()) {
+      if (before.has(k)) continue;
+      const s = await this.serialOf(k);
+      if (!s) fresh.push(k);
+    }
+    if (fresh.length === 0) return undefined;
+    if (fresh.length > 1) {
+      throw new CorrelationError(
+        `serial ${req.serial} not found and ${fresh.length} new devices without a serial appeared (${fresh.join(', ')}): refusing to guess`,
+      );
+    }
+    logger.warn(
+      { serial: req.serial, device: fresh[0] },
+      'correlation fell back to the one new device (degraded)',
+    );
+    return { ...(await this.describe(fresh[0]!, req.serial)), method: 'new-device-fallback' };
+  }
+
+  private async serialOf(kernelName: string): Promise<string | undefined> {
+    const s = await readFile(path.join(this.sys, 'block', kernelName, 'serial'), 'utf8').catch(
+      () => undefined,
+    );
+    return s?.trim() || undefined;
+  }
+
+  private async describe(kernelName: string, serial: string) {
+    const sectors = Number(
+      (await readFile(path.join(this.sys, 'block', kernelName, 'size'), 'utf8').catch(() => '0')).trim(),
+    );
+    return { devicePath: path.join(this.dev, kernelName), kernelName, serial, sizeBytes: sectors * 512 };
+  }
+
+  /** Run `check` now, on every fs event, and every pollMs, until it yields or time runs out. */
+  private async waitFor<T>(
+    check: () => Promise<T | undefined>,
+    timeoutMs: number,
+    signal?: AbortSignal,
+    onWaiting?: (elapsedMs: number) => unknown,
+  ): Promise<T | undefined> {
+    const started = Date.now();
+    const first = await check();
+    if (first !== undefined) return first;
+    const watchers: FSWatcher[] = [];
+    let wake: () => void = () => {};
+    for (const dir of [path.join(this.sys, 'block'), path.join(this.dev, 'disk', 'by-id'), this.dev]) {
+      try {
+        watchers.push(watch(dir, () => wake()));
+      } catch {
+        // Not every directory exists (no udev → no by-id); the poll covers it.
+      }
+    }
+    let lastBeat = 0;
+    try {
+      while (Date.now() - started < timeoutMs) {
+        if (signal?.aborted) throw signal.reason ?? new Error('aborted');
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(
+            resolve,
+            Math.min(this.pollMs, Math.max(0, timeoutMs - (Date.now() - started))),
+          );
+          wake = () => (clearTimeout(t), resolve());
+        });
+        const r = await check();
+        if (r !== undefined) return r;
+        if (onWaiting && Date.now() - lastBeat >= 1000) {
+          lastBeat = Date.now();
+          await onWaiting(Date.now() - started);
+        }
+      }
+      return undefined;
+    } finally {
+      for (const w of watchers) w.close();
+    }
+  }
+}

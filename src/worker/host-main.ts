@@ -1,0 +1,36 @@
+// The host worker of one appliance: runs on the appliance (next to dmsetup and the NBD server)
+// and polls `<prefix>-host-<APPLIANCE_VM_ID>` for device activities. It never registers
+// workflows and never touches the database.
+import { NativeConnection } from '@temporalio/worker';
+import { loadConfig } from '../config/index.js';
+import { logger } from '../observability/logger.js';
+import { hostQueue } from '../temporal/task-queues.js';
+import { createHostWorker } from './workers.js';
+import { createDeviceLayer, createExports } from './wiring.js';
+
+const cfg = loadConfig();
+if (!cfg.APPLIANCE_VM_ID)
+  throw new Error('APPLIANCE_VM_ID: required for the host worker (the appliance VM UUID)');
+
+const { correlator, dm } = createDeviceLayer(cfg);
+const exports = createExports(cfg);
+if (exports.supervisor && cfg.NBD_MANAGE_SERVER)
+  await exports.supervisor.start().catch((err: Error) => {
+    // nbd-server will not start with no exports at all; it starts with the first ensure.
+    if (err.name !== 'NbdServerNoExportsError') throw err;
+  });
+
+const connection = await NativeConnection.connect({ address: cfg.TEMPORAL_ADDRESS });
+const worker = await createHostWorker({
+  connection,
+  namespace: cfg.TEMPORAL_NAMESPACE,
+  taskQueuePrefix: cfg.TASK_QUEUE_PREFIX,
+  applianceVmId: cfg.APPLIANCE_VM_ID,
+  correlator,
+  dm,
+  exports,
+});
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => worker.shutdown());
+logger.info({ taskQueue: hostQueue(cfg.TASK_QUEUE_PREFIX, cfg.APPLIANCE_VM_ID) }, 'host worker ready');
+await worker.run();
+await connection.close();
