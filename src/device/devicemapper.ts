@@ -1,7 +1,7 @@
 import { persistentNameSchema } from '../domain/naming.js';
 import type { CommandRunner } from './exec.js';
 import { localRunner } from './exec.js';
-import { DmBusyError, DmError, DmInvalidTableError, classifyDmFailure } from './dm-errors.js';
+import { DmBusyError, DmConflictError, DmError, DmInvalidTableError, classifyDmFailure } from './dm-errors.js';
 import { formatTable, parseInfoColumns, parseLs, parseTable } from './dm-parse.js';
 import type { DeviceMapperApi, DmDeviceInfo, DmTable } from './types.js';
 
@@ -137,7 +137,9 @@ export class DeviceMapper implements DeviceMapperApi {
   async remove(name: string): Promise<{ removed: boolean; deferred: boolean }> {
     const n = validName(name);
     for (let attempt = 1; ; attempt++) {
-      if (!(await this.info(n))) return { removed: false, deferred: false };
+      const info = await this.info(n);
+      if (!info) return { removed: false, deferred: false };
+      if (!info.uuid.startsWith(DM_UUID_PREFIX)) throw new DmConflictError(`dm device ${n} is not ours (uuid ${JSON.stringify(info.uuid)}): not removing it`);
       try {
         await this.dmsetup(['remove', n]);
         return { removed: true, deferred: false };
