@@ -1,0 +1,198 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { NativeConnection, type Worker } from '@temporalio/worker';
+import type { Pool } from 'mysql2/promise';
+import { VolumeLifecycleClient } from '../client/index.js';
+import { CloudStackClient } from '../cloudstack/client.js';
+import { startSimulator, type HypervisorBackend } from '../cloudstack-sim/index.js';
+import { localRunner } from '../device/exec.js';
+import { listExports } from '../nbd/nbdinfo.js';
+import { FileTargetHypervisor, QmpHypervisor, startLab, type Lab } from './index.js';
+import { connectClient } from '../temporal/connection.js';
+import { createControlWorker } from '../worker/workers.js';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+export interface StackDatabase {
+  pool: Pool;
+  close(): Promise<void>;
+}
+export const GUEST_EXPORTS_DIR = '/run/volume-lifecycle/exports';
+
+/**
+ * The whole product on real parts: the appliance is a QEMU guest (real kernel, dm, udev, nbdkit)
+ * running the host worker; the control worker, Temporal dev server, MariaDB and the CloudStack
+ * simulator (hot-plugging virtio disks into the guest over QMP) run here.
+ */
+export interface LabStack {
+  lab: Lab;
+  db: StackDatabase;
+  sim: Awaited<ReturnType<typeof startSimulator>>;
+  cs: CloudStackClient;
+  volumes: VolumeLifecycleClient;
+  temporal: Awaited<ReturnType<typeof connectClient>>['client'];
+  applianceVmId: string;
+  targetVmId: string;
+  prefix: string;
+  volumeDir: string;
+  /** Wrap the appliance's hypervisor (fault injection at the hot-plug level). */
+  hypervisorOverride: { wrap?: (inner: HypervisorBackend) => HypervisorBackend };
+  createVolume(sizeGb?: number): Promise<string>;
+  imagePath(volumeId: string): string;
+  dmTable(name: string): Promise<string | null>;
+  dmNames(): Promise<string[]>;
+  servedExports(): Promise<string[]>;
+  nbdUri(exportName: string): string;
+  close(): Promise<void>;
+}
+
+export interface LabStackOptions {
+  /** A migrated database; closed with the stack. */
+  db: StackDatabase;
+  /** Names task queues (`t-<tag>-…`) so runs never share queues. */
+  tag: string;
+  correlationTimeoutMs?: number;
+  temporalAddress?: string;
+  /** Simulated CloudStack job duration. */
+  jobDurationMs?: number;
+}
+
+export async function startLabStack(opts: LabStackOptions): Promise<LabStack> {
+  const tag = opts.tag;
+  const temporalAddress = opts.temporalAddress ?? process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233';
+  const cleanups: (() => Promise<unknown>)[] = [];
+  const close = async () => {
+    for (const c of cleanups.reverse()) await c().catch((e) => console.error('cleanup:', e));
+  };
+  try {
+    const db = opts.db;
+    cleanups.push(() => db.close());
+    const applianceVmId = randomUUID();
+    const targetVmId = randomUUID();
+    const prefix = `t-${tag}-${randomBytes(3).toString('hex')}`;
+    const volumeDir = await mkdtemp(path.join(os.tmpdir(), 'vl-volumes-'));
+    cleanups.push(() => rm(volumeDir, { recursive: true, force: true }));
+
+    const lab = await startLab({ temporal: { hostPort: Number(temporalAddress.split(':').pop()) } });
+    cleanups.push(() => lab.close());
+    const qmp = new QmpHypervisor(lab, { dir: volumeDir, vmId: applianceVmId });
+    const target = new FileTargetHypervisor({ dir: volumeDir });
+    const hypervisorOverride: LabStack['hypervisorOverride'] = {};
+    const sim = await startSimulator({
+      applianceVmId,
+      targetVmIds: [targetVmId],
+      jobDurationMs: opts.jobDurationMs ?? 20,
+      hypervisorFor: (vmId) => (vmId === applianceVmId ? (hypervisorOverride.wrap?.(qmp) ?? qmp) : target),
+    });
+    cleanups.push(() => sim.sim.close());
+    const cs = new CloudStackClient({
+      url: sim.sim.url,
+      apiKey: sim.sim.apiKey,
+      secretKey: sim.sim.secretKey,
+      pollInitialMs: 20,
+    });
+
+    // The host worker runs inside the appliance, on the real kernel.
+    const guestWorker = await lab.spawnInGuest(['node', '--import', 'tsx', 'src/worker/host-main.ts'], {
+      cwd: ROOT,
+      env: {
+        TEMPORAL_ADDRESS: lab.guestTemporalAddress!,
+        APPLIANCE_VM_ID: applianceVmId,
+        TASK_QUEUE_PREFIX: prefix,
+        EXPORT_BACKEND: 'nbdkit-dir',
+        NBD_EXPORTS_DIR: GUEST_EXPORTS_DIR,
+        NBD_HOST: '0.0.0.0',
+        NBD_PORT: '10809',
+        NBD_URI_HOST: '127.0.0.1',
+        LOG_LEVEL: 'info',
+      },
+    });
+    cleanups.push(() => guestWorker.kill('TERM'));
+    await guestWorker.waitForLog(/host worker ready/, 240_000);
+
+    const connection = await NativeConnection.connect({
+      address: temporalAddress,
+    });
+    cleanups.push(() => connection.close());
+    const worker: Worker = await createControlWorker({
+      connection,
+      namespace: 'default',
+      taskQueuePrefix: prefix,
+      cloudstack: cs,
+      db: db.pool,
+    });
+    const running = worker.run();
+    cleanups.push(async () => {
+      worker.shutdown();
+      await running;
+    });
+    const { client, connection: clientConn } = await connectClient({
+      TEMPORAL_ADDRESS: temporalAddress,
+      TEMPORAL_NAMESPACE: 'default',
+    });
+    cleanups.push(() => clientConn.close());
+    const volumes = new VolumeLifecycleClient({
+      client,
+      taskQueuePrefix: prefix,
+      correlationTimeoutMs: opts.correlationTimeoutMs ?? 20_000,
+    });
+
+    const exec = async (argv: string[]) => {
+      const r = await lab.runner.run(argv[0]!, argv.slice(1));
+      return r;
+    };
+    return {
+      lab,
+      db,
+      sim,
+      cs,
+      volumes,
+      temporal: client,
+      applianceVmId,
+      targetVmId,
+      prefix,
+      volumeDir,
+      hypervisorOverride,
+      async createVolume(sizeGb = 1) {
+        const v = await cs.createVolume({
+          name: `vol-${randomBytes(2).toString('hex')}`,
+          sizeGb,
+          diskOfferingId: sim.offering.id,
+          zoneId: sim.zone.id,
+        });
+        return v.id;
+      },
+      imagePath: (id) => qmp.imagePath(id),
+      async dmTable(name) {
+        const r = await exec(['dmsetup', 'table', name]);
+        return r.exitCode === 0 ? r.stdout.trim() : null;
+      },
+      async dmNames() {
+        const r = await exec(['dmsetup', 'ls']);
+        return /No devices found/.test(r.stdout + r.stderr)
+          ? []
+          : r.stdout
+              .trim()
+              .split('\n')
+              .map((l) => l.split(/\s+/)[0]!)
+              .filter(Boolean)
+              .sort();
+      },
+      async servedExports() {
+        const list = await listExports(
+          { host: '127.0.0.1', port: lab.guestNbdPort },
+          { runner: localRunner },
+        );
+        return list.map((e) => e.exportName).sort();
+      },
+      nbdUri: (exportName) => `nbd://127.0.0.1:${lab.guestNbdPort}/${exportName}`,
+      close,
+    };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
