@@ -1,7 +1,13 @@
 import { persistentNameSchema } from '../domain/naming.js';
 import type { CommandRunner } from './exec.js';
 import { localRunner } from './exec.js';
-import { DmBusyError, DmConflictError, DmError, DmInvalidTableError, classifyDmFailure } from './dm-errors.js';
+import {
+  DmBusyError,
+  DmConflictError,
+  DmError,
+  DmInvalidTableError,
+  classifyDmFailure,
+} from './dm-errors.js';
 import { formatTable, parseInfoColumns, parseLs, parseTable } from './dm-parse.js';
 import type { DeviceMapperApi, DmDeviceInfo, DmTable } from './types.js';
 
@@ -119,8 +125,15 @@ export class DeviceMapper implements DeviceMapperApi {
       }
       return { changed: true };
     }
-    if (sameTable(current.table, wanted) && !current.suspended)
+    if (!current.uuid.startsWith(DM_UUID_PREFIX)) {
+      // Someone else's device under our name (LVM, an operator, another tool): never hijack it.
+      throw new DmConflictError(
+        `dm device ${n} exists but is not ours (uuid ${JSON.stringify(current.uuid)}); rename or remove it, then retry`,
+      );
+    }
+    if (sameTable(current.table, wanted) && !current.suspended) {
       return { changed: false, previous: current.table };
+    }
     if (!sameTable(current.table, wanted)) await this.dmsetup(['reload', n], formatTable(wanted));
     await this.dmsetup(['resume', n]);
     return { changed: true, previous: current.table };
@@ -139,7 +152,10 @@ export class DeviceMapper implements DeviceMapperApi {
     for (let attempt = 1; ; attempt++) {
       const info = await this.info(n);
       if (!info) return { removed: false, deferred: false };
-      if (!info.uuid.startsWith(DM_UUID_PREFIX)) throw new DmConflictError(`dm device ${n} is not ours (uuid ${JSON.stringify(info.uuid)}): not removing it`);
+      if (!info.uuid.startsWith(DM_UUID_PREFIX))
+        throw new DmConflictError(
+          `dm device ${n} is not ours (uuid ${JSON.stringify(info.uuid)}): not removing it`,
+        );
       try {
         await this.dmsetup(['remove', n]);
         return { removed: true, deferred: false };
