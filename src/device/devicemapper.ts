@@ -125,14 +125,15 @@ export class DeviceMapper implements DeviceMapperApi {
       }
       return { changed: true };
     }
+    // Already as wanted: success, whoever owns it (e.g. an undo of a step that changed nothing).
+    if (sameTable(current.table, wanted) && !current.suspended) {
+      return { changed: false, previous: current.table };
+    }
     if (!current.uuid.startsWith(DM_UUID_PREFIX)) {
       // Someone else's device under our name (LVM, an operator, another tool): never hijack it.
       throw new DmConflictError(
         `dm device ${n} exists but is not ours (uuid ${JSON.stringify(current.uuid)}); rename or remove it, then retry`,
       );
-    }
-    if (sameTable(current.table, wanted) && !current.suspended) {
-      return { changed: false, previous: current.table };
     }
     if (!sameTable(current.table, wanted)) await this.dmsetup(['reload', n], formatTable(wanted));
     await this.dmsetup(['resume', n]);

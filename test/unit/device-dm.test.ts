@@ -156,3 +156,9 @@ test('names are validated before anything reaches dmsetup', async () => {
   }
   assert.deepEqual(r.calls, []);
 });
+
+test('restoring a foreign device to the table it already has is a no-op, not a conflict', async () => {
+  const r = scripted({ 'dmsetup info': exists('', ''), 'dmsetup table': [{ stdout: '0 8 zero\n' }] });
+  const out = await new DeviceMapper({ runner: r.runner }).ensureTable('vmdisk0', { kind: 'other', sectors: 8, raw: '0 8 zero' });
+  assert.equal(out.changed, false);
+});
