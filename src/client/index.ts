@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { WorkflowExecutionAlreadyStartedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { TypedSearchAttributes } from '@temporalio/common';
-import { z } from 'zod';
+import type { z } from 'zod';
 import { diskIndexFromKey } from '../domain/naming.js';
 import {
   attachRequest,

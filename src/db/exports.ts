@@ -31,8 +31,14 @@ export async function getExport(pool: Pool, volumeId: string): Promise<ExportRec
 export async function listExports(pool: Pool, filter: { volumeId?: string; applianceVmId?: string } = {}) {
   const where: string[] = [];
   const args: string[] = [];
-  if (filter.volumeId) (where.push('e.volume_id = ?'), args.push(filter.volumeId));
-  if (filter.applianceVmId) (where.push('m.appliance_vm_id = ?'), args.push(filter.applianceVmId));
+  if (filter.volumeId) {
+    where.push('e.volume_id = ?');
+    args.push(filter.volumeId);
+  }
+  if (filter.applianceVmId) {
+    where.push('m.appliance_vm_id = ?');
+    args.push(filter.applianceVmId);
+  }
   const [rows] = await pool.query<RowDataPacket[]>(
     `SELECT e.* FROM nbd_exports e JOIN device_mappings m ON m.volume_id = e.volume_id
      ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY e.export_name`,

@@ -99,9 +99,18 @@ export async function listMappings(
 ): Promise<MappingRecord[]> {
   const where: string[] = [];
   const args: string[] = [];
-  if (filter.applianceVmId) (where.push('appliance_vm_id = ?'), args.push(filter.applianceVmId));
-  if (filter.devicePath) (where.push('device_path = ?'), args.push(filter.devicePath));
-  if (filter.targetVmId) (where.push('target_vm_id = ?'), args.push(filter.targetVmId));
+  if (filter.applianceVmId) {
+    where.push('appliance_vm_id = ?');
+    args.push(filter.applianceVmId);
+  }
+  if (filter.devicePath) {
+    where.push('device_path = ?');
+    args.push(filter.devicePath);
+  }
+  if (filter.targetVmId) {
+    where.push('target_vm_id = ?');
+    args.push(filter.targetVmId);
+  }
   const [rows] = await db.query<MappingRow[]>(
     `SELECT * FROM device_mappings ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY id`,
     args,

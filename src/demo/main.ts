@@ -109,7 +109,10 @@ await show(s, 'failback');
 const again = await (
   await s.volumes.attach({ ...base, volumeId: vols[0]!, sourceVmName: vm, diskKey: 2000 })
 ).result();
-say('attach', `replication resumes on ${again.access!.exportName} (${s.nbdUri(again.access!.exportName)} from this machine)`);
+say(
+  'attach',
+  `replication resumes on ${again.access!.exportName} (${s.nbdUri(again.access!.exportName)} from this machine)`,
+);
 for (const volumeId of [...vols, other]) await (await s.volumes.delete({ ...base, volumeId })).result();
 say('delete', 'all three volumes deleted: exports, dm devices, rows and CloudStack volumes gone');
 await show(s, 'delete');

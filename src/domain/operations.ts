@@ -15,7 +15,7 @@ export const sourceVmName = z
   .min(1, 'must not be empty')
   .max(80, 'must be at most 80 characters')
   .refine(
-    (s) => !/[\u0000-\u001f\u007f/\\[\]=]/.test(s),
+    (s) => ![...s].some((c) => c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f) && !/[/\\[\]=]/.test(s),
     'must not contain control characters, "/", "\\", "[", "]" or "="',
   )
   .refine((s) => s !== '.' && s !== '..' && !s.includes('..'), 'must not contain ".."');

@@ -49,5 +49,9 @@ export async function reconcileNow(client: Client, input: ReconcileInput) {
     args: [input],
     workflowIdConflictPolicy: 'USE_EXISTING',
   });
-  return { workflowId: handle.workflowId, runId: handle.firstExecutionRunId, result: () => handle.result() as Promise<ReconcileResult> };
+  return {
+    workflowId: handle.workflowId,
+    runId: handle.firstExecutionRunId,
+    result: () => handle.result() as Promise<ReconcileResult>,
+  };
 }

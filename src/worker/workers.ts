@@ -1,4 +1,5 @@
-import { NativeConnection, Worker } from '@temporalio/worker';
+import type { NativeConnection } from '@temporalio/worker';
+import { Worker } from '@temporalio/worker';
 import type { ControlDeps } from '../../activities/control/index.js';
 import { createControlActivities } from '../../activities/control/index.js';
 import type { HostDeps } from '../../activities/host/index.js';

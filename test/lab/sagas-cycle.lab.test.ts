@@ -62,8 +62,14 @@ test('validation cycle: attach → write → failover → target writes → fail
   // meanwhile the appliance takes another VM's disk, which takes the freed /dev/vdX
   const other = await s.createVolume(1);
   vols.push(other);
-  const otherR = await (await s.volumes.attach({ ...base, volumeId: other, sourceVmName: 'pg-test3', diskKey: 2000 })).result();
-  assert.match(otherR.access!.persistentName, /^pgtest3-[0-9a-f]{6}disk0$/, 'pg-test3 and pgtest3 do not collide');
+  const otherR = await (
+    await s.volumes.attach({ ...base, volumeId: other, sourceVmName: 'pg-test3', diskKey: 2000 })
+  ).result();
+  assert.match(
+    otherR.access!.persistentName,
+    /^pgtest3-[0-9a-f]{6}disk0$/,
+    'pg-test3 and pgtest3 do not collide',
+  );
   assert.equal(otherR.access!.devicePath, attached[0]!.devicePath, 'the kernel reused the freed device');
   await assertConsistent(s, 'after attaching another volume');
 

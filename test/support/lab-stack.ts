@@ -4,6 +4,9 @@ import { freshDatabase } from './db.js';
 export type { LabStack };
 
 /** The lab stack on a fresh database of its own. */
-export async function startLabStack(tag: string, opts: { correlationTimeoutMs?: number } = {}): Promise<LabStack> {
+export async function startLabStack(
+  tag: string,
+  opts: { correlationTimeoutMs?: number } = {},
+): Promise<LabStack> {
   return start({ db: await freshDatabase(tag), tag, ...opts });
 }

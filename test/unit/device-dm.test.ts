@@ -98,7 +98,11 @@ test('ensureLinear: same table → unchanged; other table → reload + resume; m
   );
   assert.ok(!r.calls.some((c) => c.includes('reload') || c.includes('create')));
 
-  r = scripted({ ...device(), 'dmsetup info': exists(''), 'dmsetup table': [{ stdout: '0 2097152 error\n' }] });
+  r = scripted({
+    ...device(),
+    'dmsetup info': exists(''),
+    'dmsetup table': [{ stdout: '0 2097152 error\n' }],
+  });
   const changed = await new DeviceMapper({ runner: r.runner }).ensureLinear('vmdisk0', '/dev/vdb');
   assert.equal(changed.changed, true);
   assert.deepEqual(changed.previous, { kind: 'error', sectors: 2097152 });
@@ -159,6 +163,10 @@ test('names are validated before anything reaches dmsetup', async () => {
 
 test('restoring a foreign device to the table it already has is a no-op, not a conflict', async () => {
   const r = scripted({ 'dmsetup info': exists('', ''), 'dmsetup table': [{ stdout: '0 8 zero\n' }] });
-  const out = await new DeviceMapper({ runner: r.runner }).ensureTable('vmdisk0', { kind: 'other', sectors: 8, raw: '0 8 zero' });
+  const out = await new DeviceMapper({ runner: r.runner }).ensureTable('vmdisk0', {
+    kind: 'other',
+    sectors: 8,
+    raw: '0 8 zero',
+  });
   assert.equal(out.changed, false);
 });
