@@ -113,7 +113,7 @@ export async function bringToAppliance(
       return r;
     },
     async () => {
-      if (!exportConfigured) await host.hostExportRemove({ exportName });
+      if (!exportConfigured) await host.hostExportRemove({ exportName, onlyIfTarget: mapperPath });
       if (!exportRow) await control.dbDeleteExport({ volumeId: ctx.volumeId });
     },
   );

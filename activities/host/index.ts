@@ -90,9 +90,21 @@ export function createHostActivities({ correlator, dm, exports }: HostDeps) {
       const r = await lock.run(() => exports.ensure(a));
       return { ...r, backend: exports.kind, uri: exports.uriFor(a.exportName) };
     },
-    async hostExportRemove(a: { exportName: string }) {
+    /**
+     * Remove an export. With `onlyIfTarget` (compensations), only an export of ours serving that
+     * path is removed: whatever else sits under the name was not made by this run.
+     */
+    async hostExportRemove(a: { exportName: string; onlyIfTarget?: string }) {
       exportNameSchema.parse(a.exportName);
-      return lock.run(() => exports.remove(a.exportName));
+      return lock.run(async () => {
+        if (a.onlyIfTarget !== undefined) {
+          const mine = (await exports.listConfigured()).some(
+            (e) => e.exportName === a.exportName && e.targetPath === a.onlyIfTarget,
+          );
+          if (!mine) return { removed: false };
+        }
+        return exports.remove(a.exportName);
+      });
     },
     async hostExportConfigured(exportName: string): Promise<boolean> {
       return (await exports.listConfigured()).some((e) => e.exportName === exportName);
