@@ -110,21 +110,22 @@ async function repairOrphans(
 ): Promise<void> {
   for (const o of outcomes) {
     if (o.decision !== 'repair' || o.volumeId) continue;
-    if (o.kind === 'dm-orphan') {
-      if (await control.dbNameInUse(o.subject)) {
-        o.outcome = 'skipped-now-claimed';
-        continue;
-      }
-      const r = await host.hostRemoveIdleDm({ name: o.subject });
-      o.outcome = r === 'open' ? 'reported' : 'removed';
-    } else if (o.kind === 'export-orphan') {
-      const name = o.subject.replace(/^migration-vol-/, '');
+    const name = o.kind === 'export-orphan' ? o.subject.replace(/^migration-vol-/, '') : o.subject;
+    try {
+      // Re-check right before acting: a saga may have claimed the name since the comparison.
       if (await control.dbNameInUse(name)) {
         o.outcome = 'skipped-now-claimed';
-        continue;
+      } else if (o.kind === 'dm-orphan') {
+        const r = await host.hostRemoveIdleDm({ name: o.subject });
+        o.outcome = r === 'open' ? 'reported' : 'removed';
+      } else if (o.kind === 'export-orphan') {
+        await host.hostExportRemove({ exportName: o.subject });
+        o.outcome = 'removed';
       }
-      await host.hostExportRemove({ exportName: o.subject });
-      o.outcome = 'removed';
+    } catch (err) {
+      // One orphan that cannot be removed is recorded; it does not stop the pass.
+      o.outcome = 'failed';
+      o.details = { ...(o.details ?? {}), error: messageOf(err) };
     }
   }
 }

@@ -126,7 +126,7 @@ export function createHostActivities({ correlator, dm, exports }: HostDeps) {
       const dmEntries = [];
       for (const n of dmNames) {
         const info = await dm.info(n);
-        if (info) dmEntries.push({ name: n, table: info.table, openCount: info.openCount });
+        if (info) dmEntries.push({ name: n, table: info.table, openCount: info.openCount, uuid: info.uuid });
       }
       const devices = [];
       for (const d of await correlator.describeDevices()) {

@@ -23,6 +23,8 @@ export interface DmEntry {
   name: string;
   table: DmTable;
   openCount: number;
+  /** dm UUID; ours start with VOLLIFE-. */
+  uuid: string;
 }
 
 export interface PresentDevice {
@@ -197,7 +199,9 @@ export function computeDrift(
             configuredTarget: conf.targetPath,
           }),
         );
-      } else if (served && !served.has(v.exportName)) {
+      } else if (served && !served.has(v.exportName) && dm) {
+        // Only with the dm device present: nbdkit hides an export whose target is missing, so
+        // without it this is a symptom of dm-missing, which the repair fixes.
         add({
           kind: 'export-not-served',
           volumeId: v.volumeId,
@@ -214,7 +218,7 @@ export function computeDrift(
 
   // --- Things that exist with no row: orphans.
   for (const d of actual.dm) {
-    if (namesInDb.has(d.name) || !looksOurs(d.name)) continue;
+    if (namesInDb.has(d.name) || !isOurs(d)) continue;
     if (d.openCount > 0) {
       add({
         kind: 'dm-orphan-open',
@@ -286,12 +290,12 @@ function pointsAt(tableDevice: string, dev: PresentDevice): boolean {
 }
 
 /**
- * Only dm devices named like ours are candidates for orphan removal: other software on the
- * appliance (LVM: `vg-lv` names with a hyphen inside, crypt, multipath) must never be touched.
- * Our names end in `disk<N>`.
+ * Only dm devices we created are candidates for orphan removal: ownership is the dm UUID we set
+ * (`VOLLIFE-<name>`), never guessed from a name — other software on the appliance (LVM, crypt,
+ * multipath, an operator) must never be touched.
  */
-export function looksOurs(name: string): boolean {
-  return /^[a-z0-9][a-z0-9-]*disk\d+$/.test(name);
+export function isOurs(d: Pick<DmEntry, 'uuid'>): boolean {
+  return d.uuid.startsWith('VOLLIFE-');
 }
 
 /** Volume ids that need a repair workflow (one per volume, under the volume's workflow id). */

@@ -37,6 +37,7 @@ function inSync(p: Partial<Inventory> = {}): Inventory {
         name: 'pgtest3disk0',
         table: { kind: 'linear', sectors: 2097152, device: '254:16', offset: 0 },
         openCount: 0,
+        uuid: 'VOLLIFE-pgtest3disk0',
       },
     ],
     devices: [{ kernelName: 'vdb', devicePath: '/dev/vdb', serial: SERIAL, devNumber: '254:16' }],
@@ -53,7 +54,14 @@ test('an in-sync appliance has no findings', () => {
   const away = vol({ location: 'target', targetVmId: TARGET, devicePath: null, dmState: 'error' });
   const inv = inSync({
     devices: [],
-    dm: [{ name: 'pgtest3disk0', table: { kind: 'error', sectors: 2097152 }, openCount: 0 }],
+    dm: [
+      {
+        name: 'pgtest3disk0',
+        table: { kind: 'error', sectors: 2097152 },
+        openCount: 0,
+        uuid: 'VOLLIFE-pgtest3disk0',
+      },
+    ],
   });
   assert.deepEqual(computeDrift([away], inv, { attachments: { [VOL]: TARGET } }, opts), []);
 });
@@ -68,13 +76,23 @@ test('each device-level drift gets a repair decision', () => {
             name: 'pgtest3disk0',
             table: { kind: 'linear', sectors: 1, device: '254:32', offset: 0 },
             openCount: 1,
+            uuid: 'VOLLIFE-pgtest3disk0',
           },
         ],
       },
       'dm-wrong-device',
     ],
     [
-      { dm: [{ name: 'pgtest3disk0', table: { kind: 'error', sectors: 1 }, openCount: 0 }] },
+      {
+        dm: [
+          {
+            name: 'pgtest3disk0',
+            table: { kind: 'error', sectors: 1 },
+            openCount: 0,
+            uuid: 'VOLLIFE-pgtest3disk0',
+          },
+        ],
+      },
       'dm-error-while-attached',
     ],
     [{ exportsConfigured: [], exportsServed: [] }, 'export-missing'],
@@ -105,9 +123,22 @@ test('orphans: config and idle dm device are removed, an open one and foreign dm
         name: 'oldvmdisk3',
         table: { kind: 'linear', sectors: 8, device: '254:48', offset: 0 },
         openCount: 0,
+        uuid: 'VOLLIFE-oldvmdisk3',
       },
-      { name: 'busyvmdisk1', table: { kind: 'error', sectors: 8 }, openCount: 2 },
-      { name: 'vg0-root', table: { kind: 'linear', sectors: 8, device: '8:1', offset: 0 }, openCount: 0 },
+      {
+        name: 'busyvmdisk1',
+        table: { kind: 'error', sectors: 8 },
+        openCount: 2,
+        uuid: 'VOLLIFE-busyvmdisk1',
+      },
+      {
+        name: 'vg0-root',
+        table: { kind: 'linear', sectors: 8, device: '8:1', offset: 0 },
+        openCount: 0,
+        uuid: 'LVM-abc',
+      },
+      // Named like ours, but not created by us: ownership is the dm UUID, not the name.
+      { name: 'foreignvg-datadisk1', table: { kind: 'error', sectors: 8 }, openCount: 0, uuid: '' },
     ],
     exportsConfigured: [
       ...inSync().exportsConfigured,
@@ -119,7 +150,10 @@ test('orphans: config and idle dm device are removed, an open one and foreign dm
   assert.deepEqual(kinds(f), ['dm-orphan', 'dm-orphan-open', 'export-orphan']);
   assert.equal(f.find((x) => x.kind === 'dm-orphan')!.subject, 'oldvmdisk3');
   assert.equal(f.find((x) => x.kind === 'dm-orphan-open')!.decision, 'report');
-  assert.ok(!f.some((x) => x.subject === 'vg0-root'), 'LVM devices are never touched');
+  assert.ok(
+    !f.some((x) => x.subject === 'vg0-root' || x.subject === 'foreignvg-datadisk1'),
+    'devices that are not ours are never touched, whatever their name',
+  );
 });
 
 test('reported, never repaired: unknown VM, location mismatch, stale server memory, missing device', () => {
@@ -174,4 +208,11 @@ test('volumesToRepair lists each volume once and skips reports and orphans', () 
   );
   assert.deepEqual(kinds(f), ['dm-missing', 'export-missing']);
   assert.deepEqual(volumesToRepair(f), [VOL]);
+});
+
+test('an export hidden because its dm device is missing is not reported on its own', () => {
+  const f = computeDrift([vol()], inSync({ dm: [], exportsServed: [] }), attached, opts);
+  assert.deepEqual(kinds(f), ['dm-missing']);
+  const notServed = computeDrift([vol()], inSync({ exportsServed: [] }), attached, opts);
+  assert.deepEqual(kinds(notServed), ['export-not-served']);
 });
