@@ -2,7 +2,9 @@ import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Client } from '@temporalio/client';
-import { historyFromJSON } from '@temporalio/common/lib/proto-utils.js';
+import proto from '@temporalio/proto';
+
+const { History } = proto.temporal.api.history.v1;
 
 export const HISTORY_DIR = fileURLToPath(new URL('../fixtures/histories/', import.meta.url));
 
@@ -20,17 +22,19 @@ export async function recordHistory(
   if (process.env.RECORD_HISTORIES !== '1') return;
   const history = await client.workflow.getHandle(workflowId, runId).fetchHistory();
   await mkdir(HISTORY_DIR, { recursive: true });
-  await writeFile(path.join(HISTORY_DIR, `${name}.json`), JSON.stringify(history, null, 0));
+  // protobufjs's own JSON form, read back with History.fromObject (the SDK's JSON helpers trip
+  // over a second protobufjs copy nested under @temporalio/common).
+  await writeFile(path.join(HISTORY_DIR, `${name}.json`), JSON.stringify(history));
 }
 
 export async function loadHistories(): Promise<
-  { workflowId: string; history: ReturnType<typeof historyFromJSON> }[]
+  { workflowId: string; history: ReturnType<typeof History.fromObject> }[]
 > {
   const files = (await readdir(HISTORY_DIR).catch(() => [])).filter((f) => f.endsWith('.json')).sort();
   return Promise.all(
     files.map(async (f) => ({
       workflowId: f.replace(/\.json$/, ''),
-      history: historyFromJSON(JSON.parse(await readFile(path.join(HISTORY_DIR, f), 'utf8'))),
+      history: History.fromObject(JSON.parse(await readFile(path.join(HISTORY_DIR, f), 'utf8'))),
     })),
   );
 }

@@ -1,0 +1,88 @@
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { HypervisorBackend } from '../src/cloudstack-sim/index.js';
+import type { CommandRunner } from '../src/device/exec.js';
+
+/**
+ * Benchmark-only stand-ins for what this host kernel lacks (no device-mapper here; the lab
+ * measures the real thing): a hypervisor that makes virtio disks appear in a prepared sysfs
+ * tree, as the kernel would, and a runner that answers dmsetup/stat/blockdev like the real
+ * tools from an in-memory table. Never used by tests or the product.
+ */
+export class SysfsTreeHypervisor implements HypervisorBackend {
+  private readonly byVolume = new Map<string, string>();
+  private next = 0;
+  constructor(private readonly sys: string) {}
+  async attach(a: { volumeId: string; serial: string; sizeBytes: number }): Promise<void> {
+    if (this.byVolume.has(a.volumeId)) return;
+    const name = `vd${letters(this.next++)}`;
+    const tmp = path.join(this.sys, `.${name}`);
+    await mkdir(tmp, { recursive: true });
+    await writeFile(path.join(tmp, 'serial'), `${a.serial}\n`);
+    await writeFile(path.join(tmp, 'size'), `${a.sizeBytes / 512}\n`);
+    await rename(tmp, path.join(this.sys, 'block', name));
+    this.byVolume.set(a.volumeId, name);
+  }
+  async detach(a: { volumeId: string }): Promise<void> {
+    const name = this.byVolume.get(a.volumeId);
+    if (name) await rm(path.join(this.sys, 'block', name), { recursive: true, force: true });
+    this.byVolume.delete(a.volumeId);
+  }
+}
+
+function letters(n: number): string {
+  let s = '';
+  n += 1;
+  while (n > 0) {
+    n -= 1;
+    s = String.fromCharCode(97 + (n % 26)) + s;
+    n = Math.floor(n / 26);
+  }
+  return s;
+}
+
+export class MemoryDmRunner implements CommandRunner {
+  private readonly devices = new Map<string, { table: string; uuid: string }>();
+  constructor(private readonly sys: string) {}
+  async run(file: string, args: readonly string[], opts: { input?: string } = {}) {
+    const ok = (stdout = '') => ({ stdout, stderr: '', exitCode: 0 });
+    const fail = (stderr: string) => ({ stdout: '', stderr, exitCode: 1 });
+    if (file === 'stat') {
+      const dev = path.basename(args[args.length - 1]!);
+      return ok(`fe:${(dev.charCodeAt(2) - 96).toString(16)}:block special file\n`);
+    }
+    if (file === 'blockdev') {
+      const { readFile } = await import('node:fs/promises');
+      const dev = path.basename(args[args.length - 1]!);
+      return ok(await readFile(path.join(this.sys, 'block', dev, 'size'), 'utf8'));
+    }
+    const [cmd, ...rest] = args;
+    const name = rest.find((a) => !a.startsWith('-') && !a.includes('|') && !/^(name|VOLLIFE)/.test(a)) ?? '';
+    const d = this.devices.get(name);
+    switch (cmd) {
+      case 'ls':
+        return this.devices.size
+          ? ok([...this.devices.keys()].map((n) => `${n}\t(254:0)`).join('\n'))
+          : ok('No devices found\n');
+      case 'info':
+        return d ? ok(`${name}|0|L--w|254|0|${d.uuid}\n`) : fail('Device does not exist.\nCommand failed.\n');
+      case 'table':
+        return d ? ok(d.table) : fail('Device does not exist.');
+      case 'create': {
+        const uuid = rest[rest.indexOf('--uuid') + 1] ?? '';
+        this.devices.set(name, { table: opts.input ?? '', uuid });
+        return ok();
+      }
+      case 'reload':
+        if (!d) return fail('device-mapper: reload ioctl failed: No such device or address');
+        d.table = opts.input ?? '';
+        return ok();
+      case 'resume':
+        return d ? ok() : fail('No such device or address');
+      case 'remove':
+        this.devices.delete(rest[rest.length - 1]!);
+        return ok();
+    }
+    return fail(`unsupported: ${cmd}`);
+  }
+}
