@@ -5,7 +5,8 @@ import * as mappings from '../../src/db/mappings.js';
 import * as exportsDb from '../../src/db/exports.js';
 import * as ops from '../../src/db/operations.js';
 import * as reconcileDb from '../../src/db/reconcile.js';
-import { computeDrift, type DesiredVolume, type Finding, type Inventory } from '../../src/reconcile/drift.js';
+import { computeDrift, type DesiredVolume, type Finding } from '../../src/reconcile/drift.js';
+import { unpackInventory, type PackedInventory } from '../../src/reconcile/inventory-codec.js';
 import { permanent, withClassification } from '../failures.js';
 
 export interface ControlDeps {
@@ -164,9 +165,10 @@ export function createControlActivities({ cloudstack, db }: ControlDeps) {
     /** Desired state (database) + CloudStack's view against the appliance's inventory. */
     async reconCompare(a: {
       applianceVmId: string;
-      inventory: Inventory;
+      inventory: PackedInventory;
       backend: 'nbdkit-dir' | 'nbd-server';
     }): Promise<Finding[]> {
+      const inventory = unpackInventory(a.inventory);
       const rows = await mappings.listMappings(db, { applianceVmId: a.applianceVmId });
       const exportRows = new Map(
         (await exportsDb.listExports(db, { applianceVmId: a.applianceVmId })).map((e) => [e.volumeId, e]),
@@ -189,7 +191,7 @@ export function createControlActivities({ cloudstack, db }: ControlDeps) {
       }
       return computeDrift(
         desired,
-        a.inventory,
+        inventory,
         { attachments },
         {
           applianceVmId: a.applianceVmId,

@@ -1,7 +1,7 @@
 import { Context } from '@temporalio/activity';
 import type { DeviceCorrelator, DeviceMapperApi, DmTable, ResolvedDevice } from '../../src/device/types.js';
 import type { ExportBackend, ProbeResult } from '../../src/nbd/types.js';
-import type { Inventory } from '../../src/reconcile/drift.js';
+import { packInventory, type PackedInventory } from '../../src/reconcile/inventory-codec.js';
 import { persistentNameSchema, exportNameSchema } from '../../src/domain/naming.js';
 import { withClassification } from '../failures.js';
 import { HostLock } from './lock.js';
@@ -121,7 +121,7 @@ export function createHostActivities({ correlator, dm, exports }: HostDeps) {
 
     // --- reconciliation --------------------------------------------------------------------
     /** Actual state of this appliance, compact (it travels through workflow history). */
-    async hostInventory(): Promise<Inventory> {
+    async hostInventory(): Promise<PackedInventory> {
       const dmNames = await dm.list();
       const dmEntries = [];
       for (const n of dmNames) {
@@ -147,7 +147,7 @@ export function createHostActivities({ correlator, dm, exports }: HostDeps) {
       } catch {
         exportsServed = null;
       }
-      return { dm: dmEntries, devices, exportsConfigured, exportsServed };
+      return packInventory({ dm: dmEntries, devices, exportsConfigured, exportsServed });
     },
     /** Remove an orphan dm device, but only if it is (still) not open: never pull a device from a client. */
     async hostRemoveIdleDm(a: { name: string }): Promise<'removed' | 'open' | 'gone'> {

@@ -216,3 +216,25 @@ test('an export hidden because its dm device is missing is not reported on its o
   const notServed = computeDrift([vol()], inSync({ exportsServed: [] }), attached, opts);
   assert.deepEqual(kinds(notServed), ['export-not-served']);
 });
+
+test('the inventory is packed well under the 2 MiB payload limit at 10,000 volumes, and round-trips', async () => {
+  const { packInventory, unpackInventory } = await import('../../src/reconcile/inventory-codec.js');
+  const inv = inSync();
+  for (let i = 0; i < 10_000; i++) {
+    inv.dm.push({
+      name: `vm${i}disk0`,
+      table: { kind: 'linear', sectors: 2097152, device: `254:${i}`, offset: 0 },
+      openCount: 0,
+      uuid: `VOLLIFE-vm${i}disk0`,
+    });
+    inv.exportsConfigured.push({
+      exportName: `migration-vol-vm${i}disk0`,
+      targetPath: `/dev/mapper/vm${i}disk0`,
+    });
+  }
+  const packed = packInventory(inv);
+  assert.ok(JSON.stringify(inv).length > 2 * 2 ** 20 * 0.5);
+  assert.ok(JSON.stringify(packed).length < 2 ** 20, `packed ${JSON.stringify(packed).length} bytes`);
+  assert.deepEqual(unpackInventory(packed), inv);
+  assert.throws(() => unpackInventory({ encoding: 'zstd' as 'gzip-json', data: '' }), /encoding/);
+});
