@@ -45,7 +45,11 @@ ensure_node_modules() {
   command -v node >/dev/null || die "node (>= 20.19) is required: apt-get install nodejs npm"
   if [ ! -d "$ROOT/node_modules/@temporalio/worker" ] || [ "$ROOT/package-lock.json" -nt "$ROOT/node_modules/.package-lock.json" ]; then
     log "npm ci"
-    (cd "$ROOT" && npm ci --no-audit --no-fund --loglevel=error)
+    # Some registries lack the other platforms' optional builds (e.g. @swc/core-darwin-*), so no
+    # lock file made there can list them and `npm ci` refuses; `npm install` still installs
+    # exactly the locked versions of everything else.
+    (cd "$ROOT" && npm ci --no-audit --no-fund --loglevel=error 2>/dev/null) ||
+      { log "npm ci refused the lock file (optional platform builds missing); npm install from it"; (cd "$ROOT" && npm install --no-audit --no-fund --loglevel=error); }
   fi
 }
 

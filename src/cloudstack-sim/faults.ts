@@ -16,10 +16,11 @@ export const faultSchema = z.object({
   errortext: z.string().default('Injected fault'),
 });
 export type Fault = z.output<typeof faultSchema>;
+export type FaultInput = z.input<typeof faultSchema>;
 
 export class FaultInjector {
   private faults: Fault[] = [];
-  inject(f: z.input<typeof faultSchema>): void {
+  inject(f: FaultInput): void {
     this.faults.push(faultSchema.parse(f));
   }
   clear(): void {

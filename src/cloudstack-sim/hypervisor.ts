@@ -2,6 +2,8 @@
  * What happens on the hypervisor when the simulated CloudStack attaches or detaches a disk. The
  * default records it in memory; the appliance lab hot-plugs real virtio disks (src/lab).
  * A throw fails the job as CloudStack's host failure does (530 "Failed to attach volume …").
+ * Backends are chosen per VM (CloudStackSimulator.backendFor / setHypervisor / hypervisorFor),
+ * so the appliance VM and the migrated target VMs can each have their own.
  */
 export interface HypervisorAttach {
   volumeId: string;
@@ -12,17 +14,26 @@ export interface HypervisorAttach {
   sizeBytes: number;
 }
 
-export interface HypervisorBackend {
-  attach(a: HypervisorAttach): Promise<void>;
-  detach(a: { volumeId: string; vmId: string }): Promise<void>;
+export interface HypervisorDetach {
+  volumeId: string;
+  vmId: string;
 }
 
+export interface HypervisorBackend {
+  attach(a: HypervisorAttach): Promise<void>;
+  detach(a: HypervisorDetach): Promise<void>;
+}
+
+/** Records what is plugged where; `log` keeps every call in order for assertions. */
 export class InMemoryHypervisor implements HypervisorBackend {
   readonly attached = new Map<string, HypervisorAttach>();
+  readonly log: (({ op: 'attach' } & HypervisorAttach) | ({ op: 'detach' } & HypervisorDetach))[] = [];
   async attach(a: HypervisorAttach): Promise<void> {
+    this.log.push({ op: 'attach', ...a });
     this.attached.set(a.volumeId, a);
   }
-  async detach(a: { volumeId: string }): Promise<void> {
+  async detach(a: HypervisorDetach): Promise<void> {
+    this.log.push({ op: 'detach', ...a });
     this.attached.delete(a.volumeId);
   }
 }

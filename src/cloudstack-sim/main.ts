@@ -1,32 +1,44 @@
-// `npx tsx src/cloudstack-sim/main.ts [--port 8080]`: a CloudStack API simulator on 127.0.0.1,
+// `npx tsx src/cloudstack-sim/main.ts [--port 8080] [--job-ms 50] [--test-endpoints]`: a
+// CloudStack API simulator on 127.0.0.1, seeded with a zone, an appliance VM and a target VM,
 // printing its endpoint and key pair as one JSON line so any CloudStack client can use it.
 import { parseArgs } from 'node:util';
 import { startSimulator } from './index.js';
 
 const { values } = parseArgs({
   options: {
+    host: { type: 'string', default: '127.0.0.1' },
     port: { type: 'string', default: '8080' },
-    'job-ms': { type: 'string', default: '200' },
+    'job-ms': { type: 'string', default: '50' },
+    'api-key': { type: 'string' },
+    'secret-key': { type: 'string' },
+    'data-disk-limit': { type: 'string', default: '32' },
     'test-endpoints': { type: 'boolean', default: false },
   },
 });
-const port = Number(values.port);
-if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error('--port: must be 0..65535');
-const { sim, zone, offering, appliance, targets } = await startSimulator({
-  port,
-  jobDurationMs: Number(values['job-ms']),
+const int = (name: string, v: string, min: number, max: number): number => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min || n > max) throw new Error(`--${name}: must be ${min}..${max}`);
+  return n;
+};
+const env = await startSimulator({
+  host: values.host,
+  port: int('port', values.port, 0, 65535),
+  jobDurationMs: int('job-ms', values['job-ms'], 0, 3_600_000),
+  ...(values['api-key'] ? { apiKey: values['api-key'] } : {}),
+  ...(values['secret-key'] ? { secretKey: values['secret-key'] } : {}),
   testEndpoints: values['test-endpoints'],
 });
+env.state.maxDataVolumes = int('data-disk-limit', values['data-disk-limit'], 1, 1000);
 console.log(
   JSON.stringify({
-    endpoint: sim.url,
-    apiKey: sim.apiKey,
-    secretKey: sim.secretKey,
-    zoneId: zone.id,
-    diskOfferingId: offering.id,
-    applianceVmId: appliance.id,
-    targetVmId: targets[0]!.id,
+    endpoint: env.url,
+    apiKey: env.apiKey,
+    secretKey: env.secretKey,
+    zoneId: env.zone.id,
+    diskOfferingId: env.offering.id,
+    applianceVmId: env.appliance.id,
+    targetVmId: env.targets[0]!.id,
   }),
 );
 for (const sig of ['SIGINT', 'SIGTERM'] as const)
-  process.once(sig, () => void sim.close().then(() => process.exit(0)));
+  process.once(sig, () => void env.close().then(() => process.exit(0)));

@@ -68,8 +68,9 @@ export class CloudStackSimulator {
   private readonly sockets = new Set<Socket>();
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly defaultHypervisor: HypervisorBackend;
-  /** Every API request seen (command, signature valid), for tests. */
-  readonly requests: { command: string; ok: boolean }[] = [];
+  private readonly perVm = new Map<string, HypervisorBackend>();
+  /** Every API request seen (command, HTTP method, signature valid), for tests. */
+  readonly requests: { command: string; method: string; ok: boolean }[] = [];
 
   constructor(private readonly opts: SimulatorOptions = {}) {
     this.apiKey = opts.apiKey ?? `sim-key-${randomUUID()}`;
@@ -100,8 +101,15 @@ export class CloudStackSimulator {
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
   }
 
-  private hypervisor(vmId: string): HypervisorBackend {
-    return this.opts.hypervisorFor?.(vmId) ?? this.defaultHypervisor;
+  /** Route one VM's disks to its own backend (e.g. the appliance to QMP, targets to files). */
+  setHypervisor(vmId: string, backend: HypervisorBackend | undefined): void {
+    if (backend) this.perVm.set(vmId, backend);
+    else this.perVm.delete(vmId);
+  }
+
+  /** The backend that plugs disks into this VM: per-VM, then `hypervisorFor`, then the default. */
+  backendFor(vmId: string): HypervisorBackend {
+    return this.perVm.get(vmId) ?? this.opts.hypervisorFor?.(vmId) ?? this.defaultHypervisor;
   }
 
   // --- HTTP --------------------------------------------------------------------------------
@@ -118,7 +126,7 @@ export class CloudStackSimulator {
       add(url.searchParams);
       if ((req.headers['content-type'] ?? '').includes('application/x-www-form-urlencoded'))
         add(new URLSearchParams(body));
-      await this.api(params, res);
+      await this.api(params, req.method ?? 'GET', res);
     } catch (err) {
       send(res, 530, {
         errorresponse: { uuidList: [], errorcode: 530, cserrorcode: 4250, errortext: String(err) },
@@ -126,7 +134,7 @@ export class CloudStackSimulator {
     }
   }
 
-  private async api(params: Params, res: ServerResponse): Promise<void> {
+  private async api(params: Params, method: string, res: ServerResponse): Promise<void> {
     const command = params.command ?? '';
     const key = KNOWN.includes(command) ? `${command.toLowerCase()}response` : 'errorresponse';
     if (params.response !== 'json') {
@@ -138,7 +146,7 @@ export class CloudStackSimulator {
       return;
     }
     const authOk = this.verify(params) && KNOWN.includes(command);
-    this.requests.push({ command, ok: authOk });
+    this.requests.push({ command, method, ok: authOk });
     if (!authOk) return send(res, 401, { [key]: { uuidList: [], errorcode: 401, errortext: AUTH_TEXT } });
 
     const fault = this.faults.take(command);
@@ -174,8 +182,10 @@ export class CloudStackSimulator {
     const lower = Object.fromEntries(Object.entries(p).map(([k, v]) => [k.toLowerCase(), v]));
     if (!lower.apikey || !lower.signature || lower.apikey !== this.apiKey) return false;
     if (lower.signatureversion === '3') {
-      const t = Date.parse((lower.expires ?? '').replace(/([+-]\d{2})(\d{2})$/, '$1:$2'));
-      if (!lower.expires || Number.isNaN(t) || t < Date.now()) return false;
+      // DateUtil.parseTZDateString: 2030-01-01T00:00:00Z, …+00:00 or …+0000 (fact 4).
+      const m = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(Z|[+-]\d{2}:?\d{2})$/.exec(lower.expires ?? '');
+      const t = m ? Date.parse(m[1]! + (m[2] === 'Z' ? 'Z' : m[2]!.replace(/^([+-]\d{2}):?/, '$1:'))) : NaN;
+      if (Number.isNaN(t) || t < Date.now()) return false;
     }
     const expected = Buffer.from(sign(p, this.secretKey));
     const got = Buffer.from(lower.signature);
@@ -203,6 +213,8 @@ export class CloudStackSimulator {
         let vols = s.liveVolumes();
         if (p.id) vols = vols.filter((v) => v.id === p.id);
         if (p.virtualmachineid) vols = vols.filter((v) => v.vmId === p.virtualmachineid);
+        if (p.name) vols = vols.filter((v) => v.name === p.name);
+        if (p.type) vols = vols.filter((v) => v.type === p.type!.toUpperCase());
         const count = vols.length;
         const pagesize = Number(p.pagesize ?? 500);
         const page = Number(p.page ?? 1);
@@ -259,14 +271,12 @@ export class CloudStackSimulator {
               `The specified VM already has the maximum number of data disks (${s.maxDataVolumes}) attached. Please specify another VM.`,
             );
           }
-          const deviceId = s.freeDeviceId(vm.id);
-          if (deviceId === undefined)
-            throw new ApiError(530, `All device Ids are used by vm ${vm.internalId}`);
+          const deviceId = this.deviceIdFor(vm.id, vm.internalId, p.deviceid);
           const wasState = v.state;
           v.state = wasState === 'Allocated' ? 'Creating' : 'Attaching';
           try {
             if (vm.state === 'Running') {
-              await this.hypervisor(vm.id).attach({
+              await this.backendFor(vm.id).attach({
                 volumeId: v.id,
                 vmId: vm.id,
                 serial: s.serialOf(v.id),
@@ -306,7 +316,7 @@ export class CloudStackSimulator {
           }
           if (vm.state === 'Running') {
             try {
-              await this.hypervisor(vm.id).detach({ volumeId: v.id, vmId: vm.id });
+              await this.backendFor(vm.id).detach({ volumeId: v.id, vmId: vm.id });
             } catch (err) {
               throw new ApiError(
                 530,
@@ -340,6 +350,22 @@ export class CloudStackSimulator {
       }
     }
     throw new ApiError(432, `unsupported command ${cmd}`);
+  }
+
+  /** VolumeApiServiceImpl.getDeviceId (§3): RuntimeExceptions, so the job fails with 530. */
+  private deviceIdFor(vmId: string, vmInternalId: number, requested: string | undefined): number {
+    const s = this.state;
+    if (requested === undefined) {
+      const free = s.freeDeviceId(vmId);
+      if (free === undefined) throw new ApiError(530, `All device Ids are used by vm ${vmInternalId}`);
+      return free;
+    }
+    const n = Number(requested);
+    if (!Number.isInteger(n) || n < 1 || n === 3 || n > s.maxDataVolumes + 1)
+      throw new ApiError(530, `deviceId should be 1,2,4-${s.maxDataVolumes + 1}`);
+    if (s.liveVolumes().some((v) => v.vmId === vmId && v.deviceId === n))
+      throw new ApiError(530, `deviceId ${n} is used by vm ${vmInternalId}`);
+    return n;
   }
 
   private volume(cmd: string, id: string): SimVolume {
@@ -397,6 +423,8 @@ export class CloudStackSimulator {
             .liveVolumes()
             .map((v) => ({ ...this.state.volumeJson(v), serial: this.state.serialOf(v.id) })),
           vms: [...this.state.vms.values()].map((v) => this.state.vmJson(v)),
+          jobs: [...this.state.jobs.values()].map(jobJson),
+          faults: this.faults.pending(),
         });
       }
       send(res, 404, { error: 'unknown test endpoint' });

@@ -85,7 +85,7 @@ export class SimState {
     this.addVolume({
       name: `ROOT-${vm.internalId}`,
       type: 'ROOT',
-      size: a.rootSizeBytes ?? 8 << 30,
+      size: a.rootSizeBytes ?? 8 * 2 ** 30,
       zoneid: a.zoneid,
       vmId: vm.id,
       deviceId: 0,

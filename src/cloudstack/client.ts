@@ -1,24 +1,46 @@
 import { z } from 'zod';
 import {
+  CloudStackConfigError,
   CloudStackConflictError,
   CloudStackError,
   CloudStackJobTimeoutError,
   CloudStackNetworkError,
   CloudStackNotFoundError,
 } from './errors.js';
-import { expiresIn, signedQuery } from './signing.js';
+import { expiresIn, sign, signedQuery } from './signing.js';
 import type { AsyncOptions, CloudStackApi, CsVirtualMachine, CsVolume } from './types.js';
 
 export const cloudStackConfigSchema = z.object({
-  url: z.string().url('must be the API endpoint, e.g. http://mgmt:8080/client/api'),
+  url: z.string().refine(isHttpUrl, 'must be an http(s) URL of the API, e.g. http://mgmt:8080/client/api'),
   apiKey: z.string().min(1, 'is required'),
   secretKey: z.string().min(1, 'is required'),
+  /** One HTTP request, reply included. */
   requestTimeoutMs: z.number().int().positive().default(30_000),
+  /** Waiting for one async job (cloudstack-go's default is 300 s). */
   asyncTimeoutMs: z.number().int().positive().default(300_000),
+  /** Job polling backoff: first wait, doubled up to the maximum. */
   pollInitialMs: z.number().int().positive().default(250),
   pollMaxMs: z.number().int().positive().default(3_000),
+  /** How long `expires` (signatureversion 3) lies ahead of now. */
+  signatureTtlMs: z
+    .number()
+    .int()
+    .positive()
+    .default(10 * 60_000),
+  /** Send mutating commands as POST forms, as cloudstack-go does; reads stay GET. */
+  postMutations: z.boolean().default(true),
 });
 export type CloudStackConfig = z.input<typeof cloudStackConfigSchema>;
+
+function isHttpUrl(u: string): boolean {
+  try {
+    return ['http:', 'https:'].includes(new URL(u).protocol);
+  } catch {
+    return false;
+  }
+}
+
+const MUTATING = new Set(['createVolume', 'attachVolume', 'detachVolume', 'deleteVolume']);
 
 // Response shapes (shared/reference/cloudstack.md §2): parsed, not trusted.
 const volumeSchema = z
@@ -36,19 +58,31 @@ const volumeSchema = z
   })
   .passthrough();
 const vmSchema = z
-  .object({ id: z.string(), name: z.string(), state: z.string(), zoneid: z.string() })
+  .object({
+    id: z.string(),
+    name: z.string(),
+    displayname: z.string().optional(),
+    state: z.string(),
+    zoneid: z.string(),
+    hypervisor: z.string().optional(),
+  })
   .passthrough();
 const errorBody = z.object({
   errorcode: z.number(),
   errortext: z.string(),
   cserrorcode: z.number().optional(),
 });
+// §2.7: flat; jobresult absent while pending.
 const jobSchema = z.object({
   jobid: z.string().optional(),
-  jobstatus: z.number(),
+  jobstatus: z.union([z.literal(0), z.literal(1), z.literal(2)]),
   jobresultcode: z.number().optional(),
   jobresult: z.unknown().optional(),
 });
+const startSchema = z.object({ jobid: z.string().min(1), id: z.string().optional() });
+// Lists: `{count, <object>: [...]}`, or `{}` when empty (§2).
+const volumeList = z.object({ count: z.number().optional(), volume: z.array(volumeSchema).optional() });
+const vmList = z.object({ count: z.number().optional(), virtualmachine: z.array(vmSchema).optional() });
 
 /**
  * A CloudStack API client that signs requests as the server verifies them (signatureversion 3
@@ -62,101 +96,164 @@ export class CloudStackClient implements CloudStackApi {
   constructor(config: CloudStackConfig) {
     const r = cloudStackConfigSchema.safeParse(config);
     if (!r.success) {
-      const i = r.error.issues[0]!;
-      throw new Error(`CloudStack config: ${i.path.join('.')}: ${i.message}`);
+      throw new CloudStackConfigError(
+        r.error.issues.map((i) => ({ field: i.path.join('.') || '(config)', message: i.message })),
+      );
     }
     this.cfg = r.data;
   }
 
-  /** One signed GET; returns the single top-level value of the JSON body. */
+  /**
+   * One signed request; returns the single top-level value of the JSON body (every CloudStack
+   * reply has exactly one key, `<command>response`, §2). Non-200 → CloudStackError.
+   */
   async call(
     command: string,
-    params: Record<string, string | number | undefined> = {},
+    params: Record<string, string | number | boolean | undefined> = {},
+    opts: { signal?: AbortSignal } = {},
   ): Promise<Record<string, unknown>> {
     const all: Record<string, string> = {
       command,
       response: 'json',
       apiKey: this.cfg.apiKey,
       signatureversion: '3',
-      expires: expiresIn(10 * 60_000),
+      expires: expiresIn(this.cfg.signatureTtlMs),
     };
     for (const [k, v] of Object.entries(params)) if (v !== undefined) all[k] = String(v);
-    const url = `${this.cfg.url}?${signedQuery(all, this.cfg.secretKey)}`;
+
+    opts.signal?.throwIfAborted();
+    const timeout = AbortSignal.timeout(this.cfg.requestTimeoutMs);
+    const signal = opts.signal ? AbortSignal.any([timeout, opts.signal]) : timeout;
+    const post = this.cfg.postMutations && MUTATING.has(command);
     let res: Response;
     let text: string;
     try {
-      res = await fetch(url, { signal: AbortSignal.timeout(this.cfg.requestTimeoutMs) });
+      res = post
+        ? await fetch(this.cfg.url, {
+            method: 'POST',
+            // The form fields are signed like query parameters (the server merges both, §1.1).
+            body: new URLSearchParams({ ...all, signature: sign(all, this.cfg.secretKey) }),
+            signal,
+          })
+        : await fetch(`${this.cfg.url}?${signedQuery(all, this.cfg.secretKey)}`, { signal });
       text = await res.text();
     } catch (err) {
+      // The caller's cancellation is not a network fault: let it through as is.
+      if (opts.signal?.aborted) throw opts.signal.reason;
       throw new CloudStackNetworkError(command, err);
     }
+    return this.unwrap(command, res.status, text);
+  }
+
+  private unwrap(command: string, status: number, text: string): Record<string, unknown> {
     let body: unknown;
     try {
       body = JSON.parse(text);
     } catch {
-      throw new CloudStackError(command, res.status || 530, `non-JSON reply: ${text.slice(0, 200)}`);
+      throw new CloudStackError(
+        command,
+        status === 200 ? 530 : status,
+        `non-JSON reply: ${text.slice(0, 200)}`,
+      );
     }
-    const values = Object.values(body as Record<string, unknown>);
-    const inner = (values.length === 1 ? values[0] : {}) as Record<string, unknown>;
-    if (res.status !== 200) {
+    const top = z.record(z.string(), z.record(z.string(), z.unknown())).safeParse(body);
+    const entries = top.success ? Object.entries(top.data) : [];
+    if (entries.length !== 1)
+      throw new CloudStackError(
+        command,
+        status === 200 ? 530 : status,
+        `malformed reply: ${text.slice(0, 200)}`,
+      );
+    const [key, inner] = entries[0]!;
+    if (status !== 200) {
       const e = errorBody.safeParse(inner);
       if (e.success)
         throw new CloudStackError(command, e.data.errorcode, e.data.errortext, e.data.cserrorcode);
-      throw new CloudStackError(command, res.status, text.slice(0, 200));
+      throw new CloudStackError(command, status, text.slice(0, 200));
     }
+    if (key !== `${command.toLowerCase()}response`)
+      throw new CloudStackError(command, 530, `reply under unexpected key ${key}`);
     return inner;
   }
 
+  /** Parse a reply with zod; a shape mismatch is CloudStack's fault, reported as such. */
+  private parse<T extends z.ZodTypeAny>(command: string, schema: T, value: unknown): z.output<T> {
+    const r = schema.safeParse(value);
+    if (!r.success) {
+      const i = r.error.issues[0];
+      throw new CloudStackError(
+        command,
+        530,
+        `unexpected reply: ${i ? `${i.path.join('.')}: ${i.message}` : 'invalid'}`,
+      );
+    }
+    return r.data;
+  }
+
   async listVirtualMachines(filter: { id?: string; name?: string } = {}): Promise<CsVirtualMachine[]> {
-    const r = await this.call('listVirtualMachines', { ...filter, listall: 'true' });
-    return z.array(vmSchema).parse(r.virtualmachine ?? []) as CsVirtualMachine[];
+    const r = await this.call('listVirtualMachines', { ...filter, listall: true });
+    return this.parse('listVirtualMachines', vmList, r).virtualmachine ?? [];
   }
 
   /** All pages (CloudStack's default page size is 500). */
-  async listVolumes(filter: { id?: string; virtualmachineid?: string } = {}): Promise<CsVolume[]> {
+  async listVolumes(
+    filter: { id?: string; virtualmachineid?: string; name?: string; type?: 'ROOT' | 'DATADISK' } = {},
+  ): Promise<CsVolume[]> {
     const out: CsVolume[] = [];
     const pagesize = 500;
     for (let page = 1; ; page++) {
-      const r = await this.call('listVolumes', { ...filter, listall: 'true', page, pagesize });
-      const items = z.array(volumeSchema).parse(r.volume ?? []) as CsVolume[];
+      const r = await this.call('listVolumes', { ...filter, listall: true, page, pagesize });
+      const parsed = this.parse('listVolumes', volumeList, r);
+      const items = (parsed.volume ?? []) as CsVolume[];
       out.push(...items);
-      const count = typeof r.count === 'number' ? r.count : out.length;
-      if (items.length < pagesize || out.length >= count) return out;
+      if (items.length < pagesize || out.length >= (parsed.count ?? out.length)) return out;
     }
   }
 
-  async getVolume(id: string): Promise<CsVolume | undefined> {
+  async getVolume(id: string, signal?: AbortSignal): Promise<CsVolume | undefined> {
     try {
-      return (await this.listVolumes({ id }))[0];
+      const r = await this.call('listVolumes', { id, listall: true }, { signal });
+      return (this.parse('listVolumes', volumeList, r).volume?.[0] ?? undefined) as CsVolume | undefined;
     } catch (err) {
+      // An unknown UUID is a synchronous 431, not an empty list (§2.5).
       if (err instanceof CloudStackError && err.notFound) return undefined;
       throw err;
     }
   }
 
+  /**
+   * Validated synchronously (size in GiB); the volume exists at once in state Allocated and
+   * stays so until first attached (§2.3). With `resumeJobId`, the earlier attempt's job is
+   * waited for instead of creating a second volume.
+   */
   async createVolume(
     a: { name: string; sizeGb: number; diskOfferingId: string; zoneId: string },
     opts: AsyncOptions = {},
   ): Promise<CsVolume> {
-    const r = await this.call('createVolume', {
-      name: a.name,
-      size: a.sizeGb,
-      diskofferingid: a.diskOfferingId,
-      zoneid: a.zoneId,
-    });
-    const jobId = z.string().parse(r.jobid);
-    opts.onJobStarted?.(jobId);
+    let jobId = opts.resumeJobId;
+    if (!jobId) {
+      const r = await this.call(
+        'createVolume',
+        { name: a.name, size: a.sizeGb, diskofferingid: a.diskOfferingId, zoneid: a.zoneId },
+        { signal: opts.signal },
+      );
+      jobId = this.parse('createVolume', startSchema, r).jobid;
+      opts.onJobStarted?.(jobId);
+    }
     return this.volumeOf('createVolume', await this.waitForJob('createVolume', jobId, opts));
   }
 
   async attachVolume(volumeId: string, vmId: string, opts: AsyncOptions = {}): Promise<CsVolume> {
-    if (opts.resumeJobId)
-      await this.waitForJob('attachVolume', opts.resumeJobId, opts).catch(() => undefined);
+    await this.resume('attachVolume', opts);
     const v = await this.settled(volumeId, opts.signal);
     if (v.virtualmachineid === vmId) return v;
     if (v.virtualmachineid) throw new CloudStackConflictError(volumeId, v.virtualmachineid, vmId);
-    const r = await this.call('attachVolume', { id: volumeId, virtualmachineid: vmId });
-    const jobId = z.string().parse(r.jobid);
+    const r = await this.call(
+      'attachVolume',
+      { id: volumeId, virtualmachineid: vmId },
+      { signal: opts.signal },
+    );
+    const jobId = this.parse('attachVolume', startSchema, r).jobid;
     opts.onJobStarted?.(jobId);
     try {
       return this.volumeOf('attachVolume', await this.waitForJob('attachVolume', jobId, opts));
@@ -170,15 +267,14 @@ export class CloudStackClient implements CloudStackApi {
   }
 
   async detachVolume(volumeId: string, opts: AsyncOptions & { fromVmId?: string } = {}): Promise<CsVolume> {
-    if (opts.resumeJobId)
-      await this.waitForJob('detachVolume', opts.resumeJobId, opts).catch(() => undefined);
+    await this.resume('detachVolume', opts);
     const v = await this.settled(volumeId, opts.signal);
     if (!v.virtualmachineid) return v;
     if (opts.fromVmId && v.virtualmachineid !== opts.fromVmId) {
       throw new CloudStackConflictError(volumeId, v.virtualmachineid, opts.fromVmId);
     }
-    const r = await this.call('detachVolume', { id: volumeId });
-    const jobId = z.string().parse(r.jobid);
+    const r = await this.call('detachVolume', { id: volumeId }, { signal: opts.signal });
+    const jobId = this.parse('detachVolume', startSchema, r).jobid;
     opts.onJobStarted?.(jobId);
     try {
       return this.volumeOf('detachVolume', await this.waitForJob('detachVolume', jobId, opts));
@@ -189,6 +285,7 @@ export class CloudStackClient implements CloudStackApi {
     }
   }
 
+  /** Synchronous in CloudStack (§2.4); attached → 431, not retryable. */
   async deleteVolume(volumeId: string): Promise<void> {
     if (!(await this.getVolume(volumeId))) return;
     try {
@@ -205,24 +302,34 @@ export class CloudStackClient implements CloudStackApi {
     const started = Date.now();
     let delay = this.cfg.pollInitialMs;
     for (;;) {
-      const job = jobSchema.parse(await this.call('queryAsyncJobResult', { jobid: jobId }));
+      const r = await this.call('queryAsyncJobResult', { jobid: jobId }, { signal: opts.signal });
+      const job = this.parse('queryAsyncJobResult', jobSchema, r);
       if (job.jobstatus === 1) return job.jobresult;
       if (job.jobstatus === 2) {
-        const e = errorBody.partial().parse(job.jobresult ?? {});
-        throw new CloudStackError(
-          command,
-          e.errorcode ?? job.jobresultcode ?? 530,
-          e.errortext ?? 'job failed',
-          undefined,
-          true,
-        );
+        const e = errorBody.partial().safeParse(job.jobresult ?? {});
+        const code = (e.success ? e.data.errorcode : undefined) ?? job.jobresultcode ?? 530;
+        const text = (e.success ? e.data.errortext : undefined) ?? 'job failed';
+        throw new CloudStackError(command, code, text, undefined, true);
       }
       opts.onPoll?.(jobId);
-      if (Date.now() - started > this.cfg.asyncTimeoutMs)
-        throw new CloudStackJobTimeoutError(command, jobId, Date.now() - started);
-      if (opts.signal?.aborted) throw opts.signal.reason ?? new Error('aborted');
-      await new Promise((r) => setTimeout(r, delay));
+      const waited = Date.now() - started;
+      if (waited >= this.cfg.asyncTimeoutMs) throw new CloudStackJobTimeoutError(command, jobId, waited);
+      await sleep(Math.min(delay, this.cfg.asyncTimeoutMs - waited), opts.signal);
       delay = Math.min(delay * 2, this.cfg.pollMaxMs);
+    }
+  }
+
+  /**
+   * A retried activity first lets the job of its earlier attempt finish, so it does not race
+   * it with a second one; whatever that job's outcome, the look-up that follows decides.
+   */
+  private async resume(command: string, opts: AsyncOptions): Promise<void> {
+    if (!opts.resumeJobId) return;
+    try {
+      await this.waitForJob(command, opts.resumeJobId, opts);
+    } catch (err) {
+      if (opts.signal?.aborted) throw opts.signal.reason;
+      if (err instanceof CloudStackJobTimeoutError) throw err;
     }
   }
 
@@ -233,23 +340,31 @@ export class CloudStackClient implements CloudStackApi {
   private async settled(volumeId: string, signal?: AbortSignal): Promise<CsVolume> {
     const started = Date.now();
     for (let delay = this.cfg.pollInitialMs; ; delay = Math.min(delay * 2, this.cfg.pollMaxMs)) {
-      const v = await this.getVolume(volumeId);
+      const v = await this.getVolume(volumeId, signal);
       if (!v) throw new CloudStackNotFoundError(volumeId);
       if (!['Attaching', 'Creating', 'Migrating'].includes(v.state)) return v;
       if (Date.now() - started > this.cfg.asyncTimeoutMs) return v;
-      if (signal?.aborted) throw signal.reason ?? new Error('aborted');
-      await new Promise((r) => setTimeout(r, delay));
+      await sleep(delay, signal);
     }
   }
 
   private volumeOf(command: string, jobresult: unknown): CsVolume {
-    const r = z.object({ volume: volumeSchema }).safeParse(jobresult);
-    if (!r.success)
-      throw new CloudStackError(
-        command,
-        530,
-        `unexpected job result: ${JSON.stringify(jobresult).slice(0, 200)}`,
-      );
-    return r.data.volume as CsVolume;
+    return this.parse(command, z.object({ volume: volumeSchema }), jobresult).volume as CsVolume;
   }
+}
+
+/** setTimeout that a cancellation ends early (with the signal's reason). */
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(signal!.reason);
+    };
+    const t = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
 }

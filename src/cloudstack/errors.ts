@@ -1,9 +1,26 @@
 /**
- * CloudStack failures, typed and classified. `retryable` drives the sagas' retry policies:
- * parameter, permission and unsupported errors will not change on retry; internal, capacity,
+ * CloudStack failures, typed and classified. `retryable` drives the sagas' retry policies
+ * (activities/failures.ts turns `retryable: false` into a non-retryable failure): parameter,
+ * permission, unsupported and account-limit errors will not change on retry; internal, capacity,
  * unavailable, allocation and in-use errors (and network faults) may.
+ * Codes: shared/reference/cloudstack.md fact 6.
  */
-const RETRYABLE_CODES = new Set([530, 533, 534, 535, 536, 429]);
+export const RETRYABLE_CODES: ReadonlySet<number> = new Set([
+  429, // too many requests
+  530, // internal error
+  533, // insufficient capacity
+  534, // resource unavailable
+  535, // resource allocation
+  536, // resource in use
+]);
+
+/** Whether CloudStack's `errorcode` is worth retrying (401, 431, 432, 531, 532, … are not). */
+export function isRetryableCode(errorcode: number): boolean {
+  return RETRYABLE_CODES.has(errorcode);
+}
+
+/** The text CloudStack gives for an unknown UUID (ParamProcessWorker; reference §2.5). */
+const NOT_FOUND_TEXT = /entity does not exist|Unable to find volume/i;
 
 export class CloudStackError extends Error {
   readonly retryable: boolean;
@@ -19,18 +36,20 @@ export class CloudStackError extends Error {
       `CloudStack ${command} failed${inJob ? ' in its job' : ''}: ${errorcode}${cserrorcode ? `/${cserrorcode}` : ''} ${errortext}`,
     );
     this.name = 'CloudStackError';
-    this.retryable = RETRYABLE_CODES.has(errorcode);
+    this.retryable = isRetryableCode(errorcode);
   }
 
   /** Real clients detect "no such entity" from this text (cloudstack-go GetVolumeByID). */
   get notFound(): boolean {
-    return this.errorcode === 431 && /entity does not exist|Unable to find volume/i.test(this.errortext);
+    return this.errorcode === 431 && NOT_FOUND_TEXT.test(this.errortext);
   }
 }
 
 /** Transport trouble: no reply, reset, timeout. The call may or may not have acted. */
 export class CloudStackNetworkError extends Error {
   readonly retryable = true;
+  /** The request timeout fired (as opposed to a refused or dropped connection). */
+  readonly timedOut: boolean;
   constructor(
     readonly command: string,
     cause: unknown,
@@ -39,6 +58,7 @@ export class CloudStackNetworkError extends Error {
       cause,
     });
     this.name = 'CloudStackNetworkError';
+    this.timedOut = (cause as Error)?.name === 'TimeoutError';
   }
 }
 
@@ -55,6 +75,7 @@ export class CloudStackConflictError extends Error {
   }
 }
 
+/** Named 'VolumeNotFound': the workflows list that type as non-retryable. */
 export class CloudStackNotFoundError extends Error {
   readonly retryable = false;
   constructor(readonly volumeId: string) {
@@ -63,6 +84,7 @@ export class CloudStackNotFoundError extends Error {
   }
 }
 
+/** The job is still pending after the client's async timeout; a retry resumes polling it. */
 export class CloudStackJobTimeoutError extends Error {
   readonly retryable = true;
   constructor(
@@ -73,4 +95,18 @@ export class CloudStackJobTimeoutError extends Error {
     super(`CloudStack ${command} job ${jobId} still pending after ${waitedMs} ms`);
     this.name = 'CloudStackJobTimeoutError';
   }
+}
+
+/** Bad client configuration; `fields` names every offending field. */
+export class CloudStackConfigError extends Error {
+  readonly retryable = false;
+  constructor(readonly fields: { field: string; message: string }[]) {
+    super(`CloudStack config: ${fields.map((f) => `${f.field}: ${f.message}`).join('; ')}`);
+    this.name = 'CloudStackConfigError';
+  }
+}
+
+/** Whether an error from this client is worth retrying (unknown errors: no). */
+export function isRetryable(err: unknown): boolean {
+  return (err as { retryable?: unknown })?.retryable === true;
 }

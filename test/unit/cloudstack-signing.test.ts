@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { test } from 'node:test';
-import { javaEncode, sign, stringToSign } from '../../src/cloudstack/signing.js';
+import { expiresIn, javaEncode, sign, signedQuery, stringToSign } from '../../src/cloudstack/signing.js';
 import { diskSerialFor } from '../../src/cloudstack/serial.js';
 
 const hmac = (s: string, key: string) => createHmac('sha1', key).update(s).digest('base64');
@@ -56,4 +56,40 @@ test('Java URLEncoder rules: * kept, ~ escaped, space as %20, UTF-8 bytes (§1.2
 
 test('the KVM disk serial is the UUID without dashes, first 20 characters (§4)', () => {
   assert.equal(diskSerialFor('8a4f3a2e-1c2b-4d5e-9f60-7a8b9c0d1e2f'), '8a4f3a2e1c2b4d5e9f60');
+});
+
+test('on the wire the signature is percent-encoded (+ / =) and values Java-encoded (fact 3)', () => {
+  const params = {
+    apiKey: 'demo-api-key',
+    command: 'attachVolume',
+    id: '8a4f3a2e-1c2b-4d5e-9f60-7a8b9c0d1e2f',
+    virtualmachineid: '3f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b',
+    response: 'json',
+    signatureversion: '3',
+    expires: '2030-01-01T00:00:00Z',
+  };
+  const q = signedQuery(params, 'demo-secret-key');
+  assert.ok(q.endsWith('&signature=DoRkiIyTDv08hksyTMDrXqOEQWQ%3D'), q);
+  assert.ok(
+    q.includes('expires=2030-01-01T00%3A00%3A00Z'),
+    'case kept on the wire, only the signed string is lowercased',
+  );
+  // The query decodes back to exactly the signed parameters (what the server verifies).
+  const back = Object.fromEntries(new URLSearchParams(q));
+  assert.equal(back.signature, 'DoRkiIyTDv08hksyTMDrXqOEQWQ=');
+  delete back.signature;
+  assert.deepEqual(back, params);
+  // A signature containing + and / (vector C) survives the trip.
+  const c = signedQuery({ a: 'b' }, 'k');
+  assert.equal(new URLSearchParams(c).get('signature'), hmac('a=b', 'k'));
+});
+
+test('names sort as sent (case-sensitive, before lowercasing) and are not encoded (§1.1)', () => {
+  // 'Zeta' < 'alpha' in UTF-16 order; lowercasing first would put alpha first.
+  assert.equal(stringToSign({ alpha: '1', Zeta: '2' }), 'zeta=2&alpha=1');
+  assert.equal(stringToSign({ 'tags[0].key': 'a b' }), 'tags[0].key=a%20b');
+});
+
+test('expires for signatureversion 3 is RFC 3339 UTC without milliseconds', () => {
+  assert.equal(expiresIn(60_000, Date.parse('2029-12-31T23:59:00.500Z')), '2030-01-01T00:00:00Z');
 });
