@@ -17,7 +17,10 @@ import type { DeviceCorrelator, ResolvedDevice, WaitForDeviceRequest } from './t
 export interface SysfsCorrelatorOptions {
   sysfsRoot?: string; // default /sys
   devRoot?: string; // default /dev
-  pollMs?: number; // default 50
+  /** Safety-net poll of sysfs while waiting (default 50 ms): sysfs itself sends no inotify events. */
+  pollMs?: number;
+  /** Least interval between onWaiting calls (default 1000 ms). */
+  heartbeatMs?: number;
 }
 
 export class CorrelationTimeoutError extends Error {
@@ -25,13 +28,32 @@ export class CorrelationTimeoutError extends Error {
   constructor(
     readonly serial: string,
     readonly waitedMs: number,
+    /** Kernel names of the virtio disks present at the end of the wait. */
     readonly seen: string[],
+    /** Their serials (kernel name → serial, '' when the disk reports none). */
+    readonly seenSerials: Record<string, string> = {},
   ) {
+    const described = seen.map((k) =>
+      seenSerials[k] ? `${k} (serial ${seenSerials[k]})` : `${k} (no serial)`,
+    );
     super(
       `no block device with virtio serial ${serial} appeared within ${waitedMs} ms ` +
-        `(devices seen: ${seen.length ? seen.join(', ') : 'none'})`,
+        `(devices seen: ${described.length ? described.join(', ') : 'none'})`,
     );
     this.name = 'CorrelationTimeoutError';
+  }
+}
+
+/** After a detach the device is still there; may clear later, so retryable. */
+export class DeviceStillPresentError extends Error {
+  readonly retryable = true;
+  constructor(
+    readonly serial: string,
+    readonly waitedMs: number,
+    readonly kernelName: string,
+  ) {
+    super(`device ${kernelName} with serial ${serial} still present ${waitedMs} ms after the detach`);
+    this.name = 'DeviceStillPresentError';
   }
 }
 
@@ -49,11 +71,13 @@ export class SysfsCorrelator implements DeviceCorrelator {
   private readonly sys: string;
   private readonly dev: string;
   private readonly pollMs: number;
+  private readonly heartbeatMs: number;
 
   constructor(opts: SysfsCorrelatorOptions = {}) {
     this.sys = opts.sysfsRoot ?? '/sys';
     this.dev = opts.devRoot ?? '/dev';
     this.pollMs = opts.pollMs ?? 50;
+    this.heartbeatMs = opts.heartbeatMs ?? 1000;
   }
 
   async listDevices(): Promise<string[]> {
@@ -97,7 +121,12 @@ export class SysfsCorrelator implements DeviceCorrelator {
       req.signal,
       (elapsed) => this.listDevices().then((seen) => req.onWaiting?.(elapsed, seen)),
     );
-    if (!found) throw new CorrelationTimeoutError(req.serial, Date.now() - started, await this.listDevices());
+    if (!found) {
+      const seen = await this.listDevices();
+      const serials: Record<string, string> = {};
+      for (const k of seen) serials[k] = (await this.serialOf(k)) ?? '';
+      throw new CorrelationTimeoutError(req.serial, Date.now() - started, seen, serials);
+    }
     if (req.expectedSizeBytes !== undefined && found.sizeBytes !== req.expectedSizeBytes) {
       throw new CorrelationError(
         `device ${found.devicePath} with serial ${req.serial} is ${found.sizeBytes} bytes, CloudStack says ${req.expectedSizeBytes}`,
@@ -114,9 +143,8 @@ export class SysfsCorrelator implements DeviceCorrelator {
       signal,
     );
     if (!gone) {
-      throw new CorrelationError(
-        `device with serial ${serial} still present ${Date.now() - started} ms after the detach`,
-      );
+      const still = await this.findBySerial(serial);
+      throw new DeviceStillPresentError(serial, Date.now() - started, still?.kernelName ?? '?');
     }
   }
 
@@ -159,45 +187,65 @@ export class SysfsCorrelator implements DeviceCorrelator {
     return { devicePath: path.join(this.dev, kernelName), kernelName, serial, sizeBytes: sectors * 512 };
   }
 
-  /** Run `check` now, on every fs event, and every pollMs, until it yields or time runs out. */
+  /**
+   * Run `check` now, on every fs event, and every pollMs, until it yields or time runs out.
+   * The events that matter come from devtmpfs (/dev/vdX appears) and udev (/dev/disk/by-id);
+   * sysfs sends none, so its directory is watched only for test trees and the poll covers it.
+   */
   private async waitFor<T>(
     check: () => Promise<T | undefined>,
     timeoutMs: number,
     signal?: AbortSignal,
     onWaiting?: (elapsedMs: number) => unknown,
   ): Promise<T | undefined> {
+    const aborted = () => signal?.reason ?? new Error('aborted');
+    if (signal?.aborted) throw aborted();
     const started = Date.now();
     const first = await check();
     if (first !== undefined) return first;
     const watchers: FSWatcher[] = [];
     let wake: () => void = () => {};
+    let dirty = false; // an event arrived while a check was running
+    const onEvent = () => {
+      dirty = true;
+      wake();
+    };
     for (const dir of [path.join(this.sys, 'block'), path.join(this.dev, 'disk', 'by-id'), this.dev]) {
       try {
-        watchers.push(watch(dir, () => wake()));
+        const w = watch(dir, onEvent);
+        w.on('error', () => w.close()); // the directory went away; the poll covers it
+        watchers.push(w);
       } catch {
         // Not every directory exists (no udev → no by-id); the poll covers it.
       }
     }
-    let lastBeat = 0;
+    signal?.addEventListener('abort', onEvent);
+    let lastBeat = started;
     try {
       while (Date.now() - started < timeoutMs) {
-        if (signal?.aborted) throw signal.reason ?? new Error('aborted');
-        await new Promise<void>((resolve) => {
-          const t = setTimeout(
-            resolve,
-            Math.min(this.pollMs, Math.max(0, timeoutMs - (Date.now() - started))),
-          );
-          wake = () => (clearTimeout(t), resolve());
-        });
+        if (!dirty) {
+          await new Promise<void>((resolve) => {
+            const t = setTimeout(
+              resolve,
+              Math.min(this.pollMs, Math.max(0, timeoutMs - (Date.now() - started))),
+            );
+            wake = () => (clearTimeout(t), resolve());
+          });
+        }
+        dirty = false;
+        wake = () => {};
+        if (signal?.aborted) throw aborted();
         const r = await check();
         if (r !== undefined) return r;
-        if (onWaiting && Date.now() - lastBeat >= 1000) {
+        if (onWaiting && Date.now() - lastBeat >= this.heartbeatMs) {
           lastBeat = Date.now();
           await onWaiting(Date.now() - started);
         }
       }
-      return undefined;
+      // One last look: the device may have appeared in the final poll interval.
+      return await check();
     } finally {
+      signal?.removeEventListener('abort', onEvent);
       for (const w of watchers) w.close();
     }
   }

@@ -6,13 +6,23 @@ import {
   DmConflictError,
   DmError,
   DmInvalidTableError,
+  DmNotFoundError,
   classifyDmFailure,
 } from './dm-errors.js';
-import { formatTable, parseInfoColumns, parseLs, parseTable } from './dm-parse.js';
+import {
+  formatTable,
+  parseInfoColumns,
+  parseLs,
+  parseStatDevNumber,
+  parseTable,
+  sameTable,
+} from './dm-parse.js';
 import type { DeviceMapperApi, DmDeviceInfo, DmTable } from './types.js';
 
 /** dm UUID prefix of the devices we create: ownership is explicit, never guessed from names. */
 export const DM_UUID_PREFIX = 'VOLLIFE-';
+
+const INFO_FIELDS = 'name,open,attr,major,minor,uuid';
 
 export interface DeviceMapperOptions {
   runner?: CommandRunner;
@@ -48,25 +58,22 @@ export class DeviceMapper implements DeviceMapperApi {
     // carry anything dmsetup or a path could misread.
     if (!/^[A-Za-z0-9._+:@-]{1,127}$/.test(name))
       throw new DmInvalidTableError(`name: not a dm device name (${JSON.stringify(name)})`);
-    const n = name;
-    const args = [
-      'info',
-      '-c',
-      '--noheadings',
-      '--separator',
-      '|',
-      '-o',
-      'name,open,attr,major,minor,uuid',
-      n,
-    ];
+    const args = ['info', '-c', '--noheadings', '--separator', '|', '-o', INFO_FIELDS, name];
     const r = await this.runner.run('dmsetup', args);
     if (r.exitCode !== 0) {
+      // `Device does not exist.` is dmsetup's answer for a missing name.
       if (/does not exist|No such device/i.test(r.stderr)) return undefined;
       throw classifyDmFailure(args, r.stderr, r.exitCode);
     }
-    const cols = parseInfoColumns(r.stdout.split('\n')[0] ?? '');
-    const table = parseTable(await this.dmsetup(['table', n]));
-    return { ...cols, exists: true, table };
+    const { liveTable: _live, ...cols } = parseInfoColumns(r.stdout.split('\n')[0] ?? '');
+    let tableText: string;
+    try {
+      tableText = await this.dmsetup(['table', name]);
+    } catch (err) {
+      if (err instanceof DmNotFoundError) return undefined; // removed between the two calls
+      throw err;
+    }
+    return { ...cols, exists: true, table: parseTable(tableText) };
   }
 
   async list(): Promise<string[]> {
@@ -79,16 +86,26 @@ export class DeviceMapper implements DeviceMapperApi {
 
   async deviceNumber(devicePath: string): Promise<string> {
     const r = await this.runner.run('stat', ['-L', '-c', '%t:%T:%F', devicePath]);
-    if (r.exitCode !== 0) throw new DmError(`cannot stat ${devicePath}: ${r.stderr.trim()}`);
-    const [maj, min, type] = r.stdout.trim().split(':');
+    if (r.exitCode !== 0) {
+      const text = r.stderr.trim();
+      if (/No such file or directory/i.test(text))
+        throw new DmNotFoundError(`device ${devicePath} does not exist: ${text}`);
+      throw new DmError(`cannot stat ${devicePath}: ${text}`);
+    }
+    const { devNumber, type } = parseStatDevNumber(r.stdout);
     if (type !== 'block special file')
       throw new DmInvalidTableError(`${devicePath} is not a block device (${type})`);
-    return `${parseInt(maj!, 16)}:${parseInt(min!, 16)}`;
+    return devNumber;
   }
 
   async sectorsOf(devicePath: string): Promise<number> {
     const r = await this.runner.run('blockdev', ['--getsz', devicePath]);
-    if (r.exitCode !== 0) throw new DmError(`blockdev --getsz ${devicePath}: ${r.stderr.trim()}`);
+    if (r.exitCode !== 0) {
+      const text = r.stderr.trim();
+      if (/No such file or directory|No such device/i.test(text))
+        throw new DmNotFoundError(`blockdev --getsz ${devicePath}: ${text}`);
+      throw new DmError(`blockdev --getsz ${devicePath}: ${text}`);
+    }
     const n = Number(r.stdout.trim());
     if (!Number.isSafeInteger(n) || n <= 0)
       throw new DmInvalidTableError(`${devicePath} has no usable size (${r.stdout.trim()})`);
@@ -96,11 +113,13 @@ export class DeviceMapper implements DeviceMapperApi {
   }
 
   async ensureLinear(name: string, devicePath: string) {
+    validName(name);
     const [device, sectors] = await Promise.all([this.deviceNumber(devicePath), this.sectorsOf(devicePath)]);
     return this.ensureTable(name, { kind: 'linear', sectors, device, offset: 0 });
   }
 
   async ensureError(name: string, sectors: number) {
+    validName(name);
     if (!Number.isSafeInteger(sectors) || sectors <= 0)
       throw new DmInvalidTableError(`sectors: must be > 0, got ${sectors}`);
     return this.ensureTable(name, { kind: 'error', sectors });
@@ -108,8 +127,13 @@ export class DeviceMapper implements DeviceMapperApi {
 
   /**
    * Make `name` carry exactly `table`: create it (tagged with our dm UUID) if missing, otherwise
-   * reload + resume when the table differs. A reload keeps the same /dev/dm-N, so open NBD
+   * reload + resume when the live table differs. A reload keeps the same /dev/dm-N, so open NBD
    * connections stay on the device and see the new table after the resume.
+   *
+   * Leftovers of an interrupted earlier attempt are repaired, not trusted: a pending deferred
+   * removal is cancelled (the caller wants the device to stay), and an inactive table from a
+   * reload that never got its resume is cleared when the live table is already the wanted one —
+   * otherwise the next resume would swap that stale table in.
    */
   async ensureTable(name: string, table: DmTable): Promise<{ changed: boolean; previous?: DmTable }> {
     const n = validName(name);
@@ -119,25 +143,39 @@ export class DeviceMapper implements DeviceMapperApi {
       try {
         await this.dmsetup(['create', n, '--uuid', DM_UUID_PREFIX + n], formatTable(wanted));
       } catch (err) {
-        // Lost race with a retried attempt of ourselves: the device now exists; converge below.
-        if (!(err instanceof DmBusyError) || !(await this.info(n))) throw err;
-        return this.ensureTable(n, wanted);
+        if (!(err instanceof DmBusyError)) throw err;
+        // EBUSY from create: the name or the UUID is taken. The name → a retried attempt of
+        // ourselves won the race; converge on it. Only the UUID → a device renamed behind our back.
+        if (await this.info(n)) return this.ensureTable(n, wanted);
+        throw new DmConflictError(
+          `dm device ${n} cannot be created: another dm device already carries uuid ${DM_UUID_PREFIX + n} (${err.message})`,
+          err.args,
+          err.stderr,
+        );
       }
       return { changed: true };
     }
+    const same = sameTable(current.table, wanted);
+    const ours = current.uuid.startsWith(DM_UUID_PREFIX);
     // Already as wanted: success, whoever owns it (e.g. an undo of a step that changed nothing).
-    if (sameTable(current.table, wanted) && !current.suspended) {
+    if (same && !current.suspended && !current.inactiveTable) {
+      if (ours) await this.cancelDeferredRemove(n);
       return { changed: false, previous: current.table };
     }
-    if (!current.uuid.startsWith(DM_UUID_PREFIX)) {
+    if (!ours) {
       // Someone else's device under our name (LVM, an operator, another tool): never hijack it.
       throw new DmConflictError(
         `dm device ${n} exists but is not ours (uuid ${JSON.stringify(current.uuid)}); rename or remove it, then retry`,
       );
     }
-    if (!sameTable(current.table, wanted)) await this.dmsetup(['reload', n], formatTable(wanted));
-    await this.dmsetup(['resume', n]);
-    return { changed: true, previous: current.table };
+    await this.cancelDeferredRemove(n);
+    if (!same) {
+      await this.dmsetup(['reload', n], formatTable(wanted));
+    } else if (current.inactiveTable) {
+      await this.dmsetup(['clear', n]);
+    }
+    if (!same || current.suspended) await this.dmsetup(['resume', n]);
+    return { changed: !same || current.suspended, previous: current.table };
   }
 
   async suspend(name: string): Promise<void> {
@@ -147,12 +185,16 @@ export class DeviceMapper implements DeviceMapperApi {
     await this.dmsetup(['resume', validName(name)]);
   }
 
-  /** Remove; missing → success. Busy → retries, then deferred removal (gone at last close). */
+  /**
+   * Remove; missing → success. Busy (an NBD client, udev's blkid, a reader still holds it) →
+   * `removeAttempts` tries with a growing pause, then deferred removal: the kernel removes the
+   * device at its last close. `deferred: true` means it still exists right now.
+   */
   async remove(name: string): Promise<{ removed: boolean; deferred: boolean }> {
     const n = validName(name);
     for (let attempt = 1; ; attempt++) {
       const info = await this.info(n);
-      if (!info) return { removed: false, deferred: false };
+      if (!info) return { removed: attempt > 1, deferred: false };
       if (!info.uuid.startsWith(DM_UUID_PREFIX))
         throw new DmConflictError(
           `dm device ${n} is not ours (uuid ${JSON.stringify(info.uuid)}): not removing it`,
@@ -161,18 +203,25 @@ export class DeviceMapper implements DeviceMapperApi {
         await this.dmsetup(['remove', n]);
         return { removed: true, deferred: false };
       } catch (err) {
-        if (!(err instanceof DmBusyError)) {
-          if (err instanceof DmError && /does not exist|No such device/i.test(err.message)) {
-            return { removed: false, deferred: false };
-          }
-          throw err;
-        }
+        if (err instanceof DmNotFoundError) return { removed: attempt > 1, deferred: false };
+        if (!(err instanceof DmBusyError)) throw err;
         if (attempt >= this.removeAttempts) break;
         await new Promise((r) => setTimeout(r, this.removeRetryDelayMs * attempt));
       }
     }
-    await this.dmsetup(['remove', '--deferred', n]);
-    return { removed: true, deferred: true };
+    try {
+      await this.dmsetup(['remove', '--deferred', n]);
+    } catch (err) {
+      if (err instanceof DmNotFoundError) return { removed: true, deferred: false };
+      throw err;
+    }
+    // If the last holder let go meanwhile, the kernel removed it at once.
+    return { removed: true, deferred: (await this.info(n)) !== undefined };
+  }
+
+  /** Undo a pending `remove --deferred` (a no-op when none is pending; kernel ≥ 3.13). */
+  private async cancelDeferredRemove(name: string): Promise<void> {
+    await this.dmsetup(['message', name, '0', '@cancel_deferred_remove']);
   }
 
   /** Paths are resolved to major:minor as dm prints them, so tables compare exactly. */
@@ -181,13 +230,6 @@ export class DeviceMapper implements DeviceMapperApi {
       return { ...t, device: await this.deviceNumber(t.device) };
     return t;
   }
-}
-
-function sameTable(a: DmTable, b: DmTable): boolean {
-  if (a.kind !== b.kind || a.sectors !== b.sectors) return false;
-  if (a.kind === 'linear' && b.kind === 'linear') return a.device === b.device && a.offset === b.offset;
-  if (a.kind === 'other' && b.kind === 'other') return a.raw.trim() === b.raw.trim();
-  return true;
 }
 
 function validName(name: string): string {

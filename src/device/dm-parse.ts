@@ -35,7 +35,10 @@ export function formatTable(t: DmTable): string {
 export interface InfoColumns {
   name: string;
   openCount: number;
+  liveTable: boolean;
+  inactiveTable: boolean;
   suspended: boolean;
+  readOnly: boolean;
   major: number;
   minor: number;
   uuid: string;
@@ -43,20 +46,26 @@ export interface InfoColumns {
 
 /**
  * `dmsetup info -c --noheadings --separator '|' -o name,open,attr,major,minor,uuid <name>`,
- * e.g. `pgtest3disk0|0|L--w|254|0|VOLLIFE-8a4f…`. attr's second letter is `s` when suspended.
+ * e.g. `pgtest3disk0|0|L--w|253|0|VOLLIFE-pgtest3disk0`. attr is four letters, as libdevmapper
+ * prints them: (L)ive table, (I)nactive table, (s)uspended, (r)ead-only / read-(w)rite — so a
+ * reloaded but not yet resumed device reads `LI-w`, a suspended one `L-sw` (seen on kernel 6.1).
  */
 export function parseInfoColumns(line: string): InfoColumns {
-  const [name, open, attr, major, minor, uuid = ''] = line.trim().split('|');
-  if (!name || open === undefined || attr === undefined || major === undefined || minor === undefined) {
+  const [name, open, attr, major, minor, ...rest] = line.trim().split('|');
+  const numbers = [open, major, minor].map((v) => (v !== undefined && /^\d+$/.test(v) ? Number(v) : NaN));
+  if (!name || attr === undefined || !/^[L-][I-][s-][rw]$/.test(attr) || numbers.some(Number.isNaN)) {
     throw new Error(`unexpected dmsetup info line: ${JSON.stringify(line)}`);
   }
   return {
     name,
-    openCount: Number(open),
-    suspended: attr[1] === 's',
-    major: Number(major),
-    minor: Number(minor),
-    uuid,
+    openCount: numbers[0]!,
+    liveTable: attr[0] === 'L',
+    inactiveTable: attr[1] === 'I',
+    suspended: attr[2] === 's',
+    readOnly: attr[3] === 'r',
+    major: numbers[1]!,
+    minor: numbers[2]!,
+    uuid: rest.join('|'),
   };
 }
 
@@ -74,4 +83,28 @@ export function parseLs(text: string): string[] {
 /** Same device? dm prints `major:minor`; a wanted device may be given either way. */
 export function sameDevice(table: DmTable, devNumber: string): boolean {
   return table.kind === 'linear' && table.device === devNumber;
+}
+
+/** Same table, comparing what dm would print (`0 8 error ` with its trailing blank included). */
+export function sameTable(a: DmTable, b: DmTable): boolean {
+  if (a.kind !== b.kind || a.sectors !== b.sectors) return false;
+  if (a.kind === 'linear' && b.kind === 'linear') return a.device === b.device && a.offset === b.offset;
+  if (a.kind === 'other' && b.kind === 'other') return normaliseRaw(a.raw) === normaliseRaw(b.raw);
+  return true;
+}
+const normaliseRaw = (raw: string) =>
+  raw
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/).join(' '))
+    .filter((l) => l !== '')
+    .join('\n');
+
+/**
+ * `stat -L -c %t:%T:%F <dev>` → `major:minor` in decimal, as dm prints devices in tables.
+ * stat prints the numbers in HEX (`fe:10` is 254:16); %F tells a block device from anything else.
+ */
+export function parseStatDevNumber(text: string): { devNumber: string; type: string } {
+  const m = /^([0-9a-f]+):([0-9a-f]+):(.+)$/i.exec(text.trim());
+  if (!m) throw new Error(`unexpected stat output: ${JSON.stringify(text)}`);
+  return { devNumber: `${parseInt(m[1]!, 16)}:${parseInt(m[2]!, 16)}`, type: m[3]! };
 }

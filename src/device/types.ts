@@ -55,6 +55,9 @@ export interface DmDeviceInfo {
   /** dm UUID; ours are `VOLLIFE-<persistent name>`, so every device traces back to its volume. */
   uuid: string;
   table: DmTable;
+  /** A table loaded by `reload` but not yet swapped in by `resume` (attr `-I--`). */
+  inactiveTable?: boolean;
+  readOnly?: boolean;
 }
 
 export interface DeviceMapperApi {

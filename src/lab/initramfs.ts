@@ -307,7 +307,8 @@ fail() { log "FATAL: $*"; echo LAB-FAILED; $BB sleep 1; $BB poweroff -f; }
 $BB mkdir -p /dev/pts /dev/shm
 $BB mount -t devpts devpts /dev/pts
 $BB mount -t tmpfs -o mode=1777 tmpfs /dev/shm
-$BB mount -t tmpfs -o mode=1777 tmpfs /tmp
+# /tmp stays the overlay's view of the host's /tmp (writes land in the overlay's tmpfs): a
+# checkout under the host's /tmp (CI clones, temp worktrees) must be visible to guest workers.
 $BB hostname lab-appliance
 log "loading ${GUEST_MODULES.join(' ')}"
 for m in ${GUEST_MODULES.join(' ')}; do modprobe "$m" 2>/dev/null || $BB modprobe "$m" || log "modprobe $m failed"; done

@@ -1,117 +1,201 @@
+/**
+ * Correlation over a prepared sysfs + /dev tree in a temp dir, shaped like the kernel's
+ * (/sys/block/vdX/{serial,size}, /dev/vdX, /dev/disk/by-id/virtio-<serial> → ../../vdX).
+ * Each test gets its own tree, so the cases do not depend on one another.
+ */
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, rm, symlink, writeFile, rename } from 'node:fs/promises';
+import { mkdir, mkdtemp, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { after, before, test } from 'node:test';
-import { CorrelationError, CorrelationTimeoutError, SysfsCorrelator } from '../../src/device/correlation.js';
+import { after, test } from 'node:test';
+import {
+  CorrelationError,
+  CorrelationTimeoutError,
+  DeviceStillPresentError,
+  SysfsCorrelator,
+} from '../../src/device/correlation.js';
 
-/** A prepared sysfs + /dev tree, shaped like the kernel's (the lab runs the same code for real). */
-let root: string;
-let sys: string;
-let dev: string;
-before(async () => {
-  root = await mkdtemp(path.join(os.tmpdir(), 'vl-sysfs-'));
-  sys = path.join(root, 'sys');
-  dev = path.join(root, 'dev');
+const roots: string[] = [];
+after(() => Promise.all(roots.map((r) => rm(r, { recursive: true, force: true }))));
+
+async function tree() {
+  const root = await mkdtemp(path.join(os.tmpdir(), 'vl-sysfs-'));
+  roots.push(root);
+  const sys = path.join(root, 'sys');
+  const dev = path.join(root, 'dev');
   await mkdir(path.join(sys, 'block'), { recursive: true });
   await mkdir(path.join(dev, 'disk', 'by-id'), { recursive: true });
-});
-after(() => rm(root, { recursive: true, force: true }));
-
-/** Appear atomically, as the kernel's sysfs entries do. */
-async function addDisk(name: string, serial: string | null, sectors = 2048) {
-  const tmp = path.join(root, `.${name}`);
-  await mkdir(tmp, { recursive: true });
-  if (serial !== null) await writeFile(path.join(tmp, 'serial'), `${serial}\n`);
-  await writeFile(path.join(tmp, 'size'), `${sectors}\n`);
-  await rename(tmp, path.join(sys, 'block', name));
+  return {
+    sys,
+    dev,
+    corr: (o: { heartbeatMs?: number } = {}) =>
+      new SysfsCorrelator({ sysfsRoot: sys, devRoot: dev, pollMs: 20, ...o }),
+    /** A disk appears atomically (sysfs dir renamed into place), then its /dev node. */
+    async addDisk(name: string, serial: string | null, sectors = 2048) {
+      const tmp = path.join(root, `.${name}`);
+      await mkdir(tmp, { recursive: true });
+      if (serial !== null) await writeFile(path.join(tmp, 'serial'), `${serial}\n`);
+      await writeFile(path.join(tmp, 'size'), `${sectors}\n`);
+      await rename(tmp, path.join(sys, 'block', name));
+      await writeFile(path.join(dev, name), '');
+    },
+    async removeDisk(name: string) {
+      await rm(path.join(sys, 'block', name), { recursive: true });
+      await rm(path.join(dev, name), { force: true });
+    },
+    byId: (serial: string, name: string) =>
+      symlink(`../../${name}`, path.join(dev, 'disk', 'by-id', `virtio-${serial}`)),
+  };
 }
-const corr = () => new SysfsCorrelator({ sysfsRoot: sys, devRoot: dev, pollMs: 20 });
 
-test('finds by sysfs serial first, then by the by-id link', async () => {
-  await addDisk('vda', 'aaaaaaaaaaaaaaaaaaaa');
-  assert.deepEqual(await corr().findBySerial('aaaaaaaaaaaaaaaaaaaa'), {
-    devicePath: path.join(dev, 'vda'),
-    kernelName: 'vda',
-    serial: 'aaaaaaaaaaaaaaaaaaaa',
+const A = 'aaaaaaaaaaaaaaaaaaaa';
+const B = 'bbbbbbbbbbbbbbbbbbbb';
+const C = 'cccccccccccccccccccc';
+
+test('finds a disk by its sysfs serial (authoritative)', async () => {
+  const t = await tree();
+  await t.addDisk('vda', null); // the root disk: no serial
+  await t.addDisk('vdb', A);
+  // A stale by-id link pointing elsewhere must not win over sysfs.
+  await t.byId(A, 'vda');
+  assert.deepEqual(await t.corr().findBySerial(A), {
+    devicePath: path.join(t.dev, 'vdb'),
+    kernelName: 'vdb',
+    serial: A,
     sizeBytes: 2048 * 512,
     method: 'sysfs-serial',
   });
-  await addDisk('vdb', null);
-  await symlink('../../vdb', path.join(dev, 'disk', 'by-id', 'virtio-bbbbbbbbbbbbbbbbbbbb'));
-  const byId = await corr().findBySerial('bbbbbbbbbbbbbbbbbbbb');
-  assert.equal(byId?.kernelName, 'vdb');
-  assert.equal(byId?.method, 'by-id');
-  assert.equal(await corr().findBySerial('cccccccccccccccccccc'), undefined);
-  assert.deepEqual(await corr().listDevices(), ['vda', 'vdb']);
+  assert.deepEqual(await t.corr().listDevices(), ['vda', 'vdb']);
+  assert.deepEqual(
+    (await t.corr().describeDevices()).map((d) => [d.kernelName, d.serial]),
+    [['vdb', A]],
+  );
+  assert.equal(await t.corr().findBySerial(C), undefined);
 });
 
-test('waits for a device that appears later and resolves it, heartbeating meanwhile', async () => {
-  const beats: number[] = [];
-  const waiting = corr().waitForDevice({
-    serial: 'dddddddddddddddddddd',
-    timeoutMs: 10_000,
-    onWaiting: (ms) => beats.push(ms),
-  });
-  let resolved = false;
-  void waiting.then(() => (resolved = true));
-  await new Promise((r) => setTimeout(r, 1200));
-  assert.equal(resolved, false, 'not resolved before the device exists');
-  await addDisk('vdd', 'dddddddddddddddddddd', 4096);
-  const d = await waiting;
-  assert.equal(d.kernelName, 'vdd');
-  assert.equal(d.sizeBytes, 4096 * 512);
-  assert.ok(beats.length >= 1, 'heartbeat while waiting');
+test('falls back to /dev/disk/by-id/virtio-<serial> when sysfs has no serial', async () => {
+  const t = await tree();
+  await t.addDisk('vdc', null, 4096);
+  await t.byId(B, 'vdc');
+  const d = await t.corr().findBySerial(B);
+  assert.equal(d?.kernelName, 'vdc');
+  assert.equal(d?.method, 'by-id');
+  assert.equal(d?.sizeBytes, 4096 * 512);
 });
 
-test('times out with the serial, the wait and the devices seen', async () => {
+test('degraded fallback: the one new disk without a serial', async () => {
+  const t = await tree();
+  await t.addDisk('vda', null);
+  const before = await t.corr().listDevices();
+  await t.addDisk('vdb', A); // new, but carries another volume's serial: not a candidate
+  await t.addDisk('vdc', null);
+  const d = await t.corr().waitForDevice({ serial: C, devicesBefore: before, timeoutMs: 1000 });
+  assert.equal(d.kernelName, 'vdc');
+  assert.equal(d.method, 'new-device-fallback');
+  assert.equal(d.serial, C);
+});
+
+test('degraded fallback fails on no new disk (timeout) and on two (refuses to guess)', async () => {
+  const t = await tree();
+  await t.addDisk('vda', null);
+  const before = await t.corr().listDevices();
   await assert.rejects(
-    corr().waitForDevice({ serial: 'eeeeeeeeeeeeeeeeeeee', timeoutMs: 200 }),
+    t.corr().waitForDevice({ serial: C, devicesBefore: before, timeoutMs: 100 }),
+    CorrelationTimeoutError,
+  );
+  await t.addDisk('vdb', null);
+  await t.addDisk('vdc', null);
+  await assert.rejects(
+    t.corr().waitForDevice({ serial: C, devicesBefore: before, timeoutMs: 1000 }),
     (e: unknown) => {
-      assert.ok(e instanceof CorrelationTimeoutError);
-      assert.match(e.message, /eeeeeeeeeeeeeeeeeeee/);
-      assert.match(e.message, /vda/);
-      assert.equal(e.retryable, false);
+      assert.ok(e instanceof CorrelationError);
+      assert.match(e.message, /refusing to guess/);
+      assert.match(e.message, /vdb, vdc/);
       return true;
     },
   );
 });
 
 test("a size different from CloudStack's is an error, not a guess", async () => {
+  const t = await tree();
+  await t.addDisk('vdb', A, 2048);
   await assert.rejects(
-    corr().waitForDevice({ serial: 'aaaaaaaaaaaaaaaaaaaa', expectedSizeBytes: 1, timeoutMs: 200 }),
-    CorrelationError,
+    t.corr().waitForDevice({ serial: A, expectedSizeBytes: 4096 * 512, timeoutMs: 200 }),
+    (e: unknown) => {
+      assert.ok(e instanceof CorrelationError);
+      assert.equal(e.retryable, false);
+      assert.match(e.message, /1048576 bytes, CloudStack says 2097152/);
+      return true;
+    },
   );
+  const ok = await t.corr().waitForDevice({ serial: A, expectedSizeBytes: 2048 * 512, timeoutMs: 200 });
+  assert.equal(ok.kernelName, 'vdb');
 });
 
-test('degraded fallback: exactly one new device without a serial; none or two fail', async () => {
-  const before = await corr().listDevices();
-  await assert.rejects(
-    corr().waitForDevice({ serial: 'ffffffffffffffffffff', devicesBefore: before, timeoutMs: 150 }),
-    CorrelationTimeoutError,
-  );
-  await addDisk('vdf', null);
-  const d = await corr().waitForDevice({
-    serial: 'ffffffffffffffffffff',
-    devicesBefore: before,
-    timeoutMs: 1000,
+test('waits for a disk that appears later, resolves it after it appears, heartbeating meanwhile', async () => {
+  const t = await tree();
+  await t.addDisk('vda', null);
+  const beats: [number, string[]][] = [];
+  let createdAt = 0;
+  // The disk appears a little later, from a timer (as a hot-plug would).
+  setTimeout(() => {
+    createdAt = performance.now();
+    void t.addDisk('vdd', B, 4096);
+  }, 150);
+  const d = await t.corr({ heartbeatMs: 20 }).waitForDevice({
+    serial: B,
+    timeoutMs: 10_000,
+    onWaiting: (ms, seen) => beats.push([ms, seen]),
   });
-  assert.equal(d.kernelName, 'vdf');
-  assert.equal(d.method, 'new-device-fallback');
-  await addDisk('vdg', null);
-  await assert.rejects(
-    corr().waitForDevice({ serial: 'ffffffffffffffffffff', devicesBefore: before, timeoutMs: 500 }),
-    /refusing to guess/,
-  );
+  const resolvedAt = performance.now();
+  assert.equal(d.kernelName, 'vdd');
+  assert.equal(d.sizeBytes, 4096 * 512);
+  assert.ok(createdAt > 0 && resolvedAt >= createdAt, 'resolved only after the disk was created');
+  assert.ok(beats.length >= 1, 'heartbeat while waiting');
+  assert.deepEqual(beats[0]![1], ['vda'], 'heartbeat reports the devices seen');
 });
 
-test('abort stops the wait; waitForGone returns once the device is removed', async () => {
+test('times out with a typed error naming the serial, the wait and the devices seen', async () => {
+  const t = await tree();
+  await t.addDisk('vda', null);
+  await t.addDisk('vdb', A);
+  await assert.rejects(t.corr().waitForDevice({ serial: C, timeoutMs: 150 }), (e: unknown) => {
+    assert.ok(e instanceof CorrelationTimeoutError);
+    assert.equal(e.serial, C);
+    assert.deepEqual(e.seen, ['vda', 'vdb']);
+    assert.ok(e.waitedMs >= 150);
+    assert.match(e.message, new RegExp(C));
+    assert.match(e.message, /within \d+ ms/);
+    assert.match(e.message, /vda \(no serial\), vdb \(serial a{20}\)/);
+    assert.equal(e.retryable, false);
+    return true;
+  });
+});
+
+test('abort stops a wait at once, and an already-aborted signal never starts one', async () => {
+  const t = await tree();
   const ac = new AbortController();
-  const p = corr().waitForDevice({ serial: '00000000000000000000', timeoutMs: 10_000, signal: ac.signal });
-  ac.abort(new Error('cancelled by test'));
+  const p = t.corr().waitForDevice({ serial: C, timeoutMs: 60_000, signal: ac.signal });
+  setTimeout(() => ac.abort(new Error('cancelled by test')), 30);
   await assert.rejects(p, /cancelled by test/);
-  const gone = corr().waitForGone('aaaaaaaaaaaaaaaaaaaa', 5000);
-  await rm(path.join(sys, 'block', 'vda'), { recursive: true });
-  await gone;
-  await assert.rejects(corr().waitForGone('dddddddddddddddddddd', 150), /still present/);
+  await assert.rejects(
+    t.corr().waitForDevice({ serial: C, timeoutMs: 60_000, signal: AbortSignal.abort(new Error('pre')) }),
+    /pre/,
+  );
+  await assert.rejects(t.corr().waitForGone(C, 60_000, AbortSignal.abort(new Error('pre-gone'))), /pre-gone/);
+});
+
+test('waitForGone returns once the disk is removed; a disk that stays is a typed error', async () => {
+  const t = await tree();
+  await t.addDisk('vdb', A);
+  await t.addDisk('vdc', B);
+  setTimeout(() => void t.removeDisk('vdb'), 50);
+  await t.corr().waitForGone(A, 5000);
+  assert.equal(await t.corr().findBySerial(A), undefined);
+  await t.corr().waitForGone(C, 100); // never there: immediate success
+  await assert.rejects(t.corr().waitForGone(B, 100), (e: unknown) => {
+    assert.ok(e instanceof DeviceStillPresentError);
+    assert.match(e.message, /vdc with serial b{20} still present/);
+    return true;
+  });
 });
