@@ -1,0 +1,295 @@
+// volumectl: the operator's and script's command line over the same client, database and
+// workflows as the API. Human tables by default, --json for scripts; exit 2 on bad input.
+import { Command } from 'commander';
+import {
+  InvalidRequestError,
+  VolumeBusyError,
+  VolumeLifecycleClient,
+  type OperationHandle,
+} from '../client/index.js';
+import { startSimulator } from '../cloudstack-sim/index.js';
+import { loadConfig } from '../config/index.js';
+import { getExport } from '../db/exports.js';
+import { getMapping, listMappings } from '../db/mappings.js';
+import { listOperations } from '../db/operations.js';
+import { createPool } from '../db/pool.js';
+import { reconcileNow } from '../reconcile/schedule.js';
+import { connectClient } from '../temporal/connection.js';
+
+const program = new Command('volumectl')
+  .option('--json', 'machine-readable output')
+  .description('Volume lifecycle of the migration appliance');
+const cfg = loadConfig();
+const json = () => Boolean(program.opts().json);
+
+function out(value: unknown, table?: () => void): void {
+  if (json() || !table) console.log(JSON.stringify(value, null, json() ? 0 : 2));
+  else table();
+}
+
+async function withClient<T>(
+  fn: (c: VolumeLifecycleClient, t: Awaited<ReturnType<typeof connectClient>>) => Promise<T>,
+): Promise<T> {
+  const t = await connectClient(cfg);
+  try {
+    return await fn(
+      new VolumeLifecycleClient({
+        client: t.client,
+        taskQueuePrefix: cfg.TASK_QUEUE_PREFIX,
+        correlationTimeoutMs: cfg.CORRELATION_TIMEOUT_MS,
+      }),
+      t,
+    );
+  } finally {
+    await t.connection.close();
+  }
+}
+async function withDb<T>(fn: (db: ReturnType<typeof createPool>) => Promise<T>): Promise<T> {
+  const db = createPool(cfg);
+  try {
+    return await fn(db);
+  } finally {
+    await db.end();
+  }
+}
+const appliance = (o: { appliance?: string }) => o.appliance ?? cfg.APPLIANCE_VM_ID ?? '';
+
+/** Print step changes to stderr while waiting, then the result. */
+async function report(h: OperationHandle, wait: boolean): Promise<void> {
+  if (!wait)
+    return out(
+      { operationId: h.operationId, workflowId: h.workflowId, runId: h.runId, deduplicated: h.deduplicated },
+      () => console.log(`${h.type} started: operation ${h.operationId} (workflow ${h.workflowId})`),
+    );
+  let last = '';
+  const timer = setInterval(() => {
+    void h.progress().then(
+      (p) => {
+        const now = `${p.state}: ${p.currentStep ?? '-'}`;
+        if (now !== last) process.stderr.write(`  … ${now}\n`);
+        last = now;
+      },
+      () => {},
+    );
+  }, 250);
+  try {
+    const r = await h.result();
+    out(r, () =>
+      console.log(
+        `${h.type} completed${r.access ? `: ${r.access.devicePath} → ${r.access.mapperPath} → ${r.access.exportName}` : ''}`,
+      ),
+    );
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+const op = (
+  name: string,
+  describe: string,
+  build: (volume: string, o: Record<string, string | boolean | undefined>) => Record<string, unknown>,
+  extra?: (c: Command) => Command,
+) => {
+  let c = program
+    .command(`${name} <volume>`)
+    .description(describe)
+    .option('--appliance <vmId>', 'appliance VM id (default APPLIANCE_VM_ID)')
+    .option('--operation-id <uuid>', 'idempotency key')
+    .option('--wait', 'wait and show progress');
+  if (extra) c = extra(c);
+  c.action(async (volume: string, o: Record<string, string | boolean | undefined>) => {
+    await withClient(async (client) => {
+      const req = {
+        volumeId: volume,
+        applianceVmId: appliance(o as { appliance?: string }),
+        ...(o.operationId ? { operationId: o.operationId } : {}),
+        ...build(volume, o),
+      };
+      await report(
+        await (client[name as 'attach'] as (r: unknown) => Promise<OperationHandle>)(req),
+        Boolean(o.wait),
+      );
+    });
+  });
+};
+op(
+  'attach',
+  'attach a volume to the appliance for replication',
+  (_v, o) => ({
+    sourceVmName: o.vmName,
+    diskKey:
+      o.diskKey === undefined ? undefined : /^\d+$/.test(String(o.diskKey)) ? Number(o.diskKey) : o.diskKey,
+  }),
+  (c) =>
+    c
+      .requiredOption('--vm-name <name>', 'source VM name')
+      .requiredOption('--disk-key <key>', 'VMware disk key, e.g. 2000'),
+);
+op('detach', 'take a volume off the appliance', () => ({}));
+op(
+  'failover',
+  'give a volume to the migrated VM',
+  (_v, o) => ({ targetVmId: o.target }),
+  (c) => c.requiredOption('--target <vmId>', 'migrated VM id'),
+);
+op('failback', 'bring a volume back to the appliance', () => ({}));
+op('delete', 'delete a volume (CloudStack delete is the point of no return)', () => ({}));
+
+for (const action of ['abort', 'retry', 'skip'] as const) {
+  program
+    .command(`${action} <volume>`)
+    .description(
+      action === 'abort'
+        ? 'abort the running operation (completed steps are compensated)'
+        : `${action} a compensation that waits for an operator`,
+    )
+    .requiredOption('--reason <text>', 'why (audited)')
+    .action(async (volume: string, o: { reason: string }) => {
+      await withClient(async (client) =>
+        out(
+          {
+            answer: await client.operator(volume, {
+              action,
+              reason: o.reason,
+              operator: process.env.USER ?? 'operator',
+            }),
+          },
+          undefined,
+        ),
+      );
+    });
+}
+
+program
+  .command('show <volume>')
+  .description('mapping, export and latest operation of a volume')
+  .action(async (volume: string) => {
+    if (!/^[0-9a-f-]{36}$/i.test(volume))
+      throw new InvalidRequestError([{ field: 'volume', message: 'must be a UUID' }]);
+    await withDb(async (db) => {
+      const m = await getMapping(db, volume);
+      if (!m) throw new InvalidRequestError([{ field: 'volume', message: `no mapping for ${volume}` }]);
+      const [last] = await listOperations(db, { volumeId: volume, limit: 1 });
+      const value = {
+        mapping: m,
+        export: (await getExport(db, volume)) ?? null,
+        latestOperation: last ?? null,
+      };
+      out(value, () => {
+        console.log(
+          `volume        ${m.volumeId}\nname          ${m.persistentName}\nlocation      ${m.location}${m.targetVmId ? ` (${m.targetVmId})` : ''}`,
+        );
+        console.log(
+          `device        ${m.devicePath ?? '-'} → ${m.mapperPath} (dm ${m.dmState})\nexport        ${value.export?.exportName ?? '-'}`,
+        );
+        if (last) console.log(`last op       ${last.type} ${last.status} ${last.operationId}`);
+      });
+    });
+  });
+
+program
+  .command('list')
+  .description('every mapped volume')
+  .action(async () => {
+    await withDb(async (db) => {
+      const rows = await listMappings(db);
+      out(rows, () => {
+        console.log(
+          ['VOLUME'.padEnd(36), 'NAME'.padEnd(24), 'LOCATION'.padEnd(10), 'DEVICE'.padEnd(10), 'DM'].join(
+            '  ',
+          ),
+        );
+        for (const r of rows)
+          console.log(
+            [
+              r.volumeId,
+              String(r.persistentName).padEnd(24),
+              r.location.padEnd(10),
+              String(r.devicePath ?? '-').padEnd(10),
+              r.dmState,
+            ].join('  '),
+          );
+      });
+    });
+  });
+
+program
+  .command('ops')
+  .description('recent operations')
+  .option('--stuck', 'only those waiting for an operator or running long')
+  .option('--limit <n>', 'how many', '50')
+  .action(async (o: { stuck?: boolean; limit: string }) => {
+    await withDb(async (db) => {
+      let rows = await listOperations(db, { limit: Number(o.limit) });
+      if (o.stuck)
+        rows = rows.filter(
+          (r) =>
+            r.status === 'needs_attention' ||
+            (r.status === 'running' && Date.now() - r.startedAt.getTime() > 10 * 60_000),
+        );
+      out(rows, () => {
+        for (const r of rows)
+          console.log(
+            `${r.startedAt.toISOString()}  ${r.type.padEnd(9)} ${r.status.padEnd(16)} ${r.volumeId}  ${r.operationId}${r.error ? `  ${r.error.slice(0, 120)}` : ''}`,
+          );
+      });
+    });
+  });
+
+program
+  .command('reconcile')
+  .description('run a reconcile pass now')
+  .option('--appliance <vmId>')
+  .option('--dry-run', 'only report')
+  .option('--wait', 'wait for the findings')
+  .action(async (o: { appliance?: string; dryRun?: boolean; wait?: boolean }) => {
+    await withClient(async (_c, t) => {
+      const r = await reconcileNow(t.client, {
+        applianceVmId: appliance(o),
+        taskQueuePrefix: cfg.TASK_QUEUE_PREFIX,
+        backend: cfg.EXPORT_BACKEND,
+        dryRun: Boolean(o.dryRun),
+        correlationTimeoutMs: cfg.CORRELATION_TIMEOUT_MS,
+      });
+      if (!o.wait) return out({ workflowId: r.workflowId, runId: r.runId });
+      const res = await r.result();
+      out(res, () => {
+        for (const f of res.findings)
+          console.log(`${f.kind.padEnd(28)} ${f.outcome.padEnd(10)} ${f.subject}\n    ${f.remedy}`);
+        console.log(
+          `${res.findings.length} findings, ${res.repaired} repaired, ${res.reported} reported, ${res.busy} busy`,
+        );
+      });
+    });
+  });
+
+program
+  .command('sim')
+  .description('start the CloudStack simulator and print its endpoint and keys')
+  .option('--port <port>', 'port', '8080')
+  .action(async (o: { port: string }) => {
+    const { sim, zone, offering, appliance: vm, targets } = await startSimulator({ port: Number(o.port) });
+    out({
+      endpoint: sim.url,
+      apiKey: sim.apiKey,
+      secretKey: sim.secretKey,
+      zoneId: zone.id,
+      diskOfferingId: offering.id,
+      applianceVmId: vm.id,
+      targetVmId: targets[0]!.id,
+    });
+  });
+
+program.parseAsync().catch((err: unknown) => {
+  if (err instanceof InvalidRequestError) {
+    if (json()) console.error(JSON.stringify({ error: { code: err.code, fields: err.issues } }));
+    else for (const i of err.issues) console.error(`error: ${i.field}: ${i.message}`);
+    process.exit(2);
+  }
+  if (err instanceof VolumeBusyError) {
+    console.error(`error: ${err.message}`);
+    process.exit(3);
+  }
+  console.error(`error: ${(err as Error).message}`);
+  process.exit(1);
+});
