@@ -40,6 +40,8 @@ export interface LabStack {
   volumeDir: string;
   /** Wrap the appliance's hypervisor (fault injection at the hot-plug level). */
   hypervisorOverride: { wrap?: (inner: HypervisorBackend) => HypervisorBackend };
+  /** kill -9 the appliance's host worker and start a new one (crash tests). */
+  restartHostWorker(): Promise<void>;
   createVolume(sizeGb?: number): Promise<string>;
   imagePath(volumeId: string): string;
   dmTable(name: string): Promise<string | null>;
@@ -96,22 +98,30 @@ export async function startLabStack(opts: LabStackOptions): Promise<LabStack> {
     });
 
     // The host worker runs inside the appliance, on the real kernel.
-    const guestWorker = await lab.spawnInGuest(['node', '--import', 'tsx', 'src/worker/host-main.ts'], {
-      cwd: ROOT,
-      env: {
-        TEMPORAL_ADDRESS: lab.guestTemporalAddress!,
-        APPLIANCE_VM_ID: applianceVmId,
-        TASK_QUEUE_PREFIX: prefix,
-        EXPORT_BACKEND: 'nbdkit-dir',
-        NBD_EXPORTS_DIR: GUEST_EXPORTS_DIR,
-        NBD_HOST: '0.0.0.0',
-        NBD_PORT: '10809',
-        NBD_URI_HOST: '127.0.0.1',
-        LOG_LEVEL: 'info',
-      },
-    });
+    const spawnHostWorker = async () => {
+      const p = await lab.spawnInGuest(['node', '--import', 'tsx', 'src/worker/host-main.ts'], {
+        cwd: ROOT,
+        env: {
+          TEMPORAL_ADDRESS: lab.guestTemporalAddress!,
+          APPLIANCE_VM_ID: applianceVmId,
+          TASK_QUEUE_PREFIX: prefix,
+          EXPORT_BACKEND: 'nbdkit-dir',
+          NBD_EXPORTS_DIR: GUEST_EXPORTS_DIR,
+          NBD_HOST: '0.0.0.0',
+          NBD_PORT: '10809',
+          NBD_URI_HOST: '127.0.0.1',
+          LOG_LEVEL: 'info',
+        },
+      });
+      await p.waitForLog(/host worker ready/, 240_000);
+      return p;
+    };
+    let guestWorker = await spawnHostWorker();
     cleanups.push(() => guestWorker.kill('TERM'));
-    await guestWorker.waitForLog(/host worker ready/, 240_000);
+    const restartHostWorker = async () => {
+      await guestWorker.kill('KILL');
+      guestWorker = await spawnHostWorker();
+    };
 
     const connection = await NativeConnection.connect({
       address: temporalAddress,
@@ -156,6 +166,7 @@ export async function startLabStack(opts: LabStackOptions): Promise<LabStack> {
       prefix,
       volumeDir,
       hypervisorOverride,
+      restartHostWorker,
       async createVolume(sizeGb = 1) {
         const v = await cs.createVolume({
           name: `vol-${randomBytes(2).toString('hex')}`,

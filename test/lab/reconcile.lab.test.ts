@@ -149,7 +149,17 @@ test('reported, never repaired: a volume attached to an unknown VM; fixed by the
 test('a repair never runs beside a saga: the volume is reported busy and skipped', async () => {
   const a = await attached();
   await guest('dmsetup', ['remove', a.name]);
-  s.sim.sim.jobDurationMs = 4000;
+  // The detach saga is held inside CloudStack's detach (the hypervisor has not let the disk go)
+  // until the reconcile pass is over: the volume's workflow id is taken the whole time.
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  s.hypervisorOverride.wrap = (inner) => ({
+    attach: (x) => inner.attach(x),
+    detach: async (x) => {
+      if (x.volumeId === a.volumeId) await gate;
+      return inner.detach(x);
+    },
+  });
   try {
     const h = await s.volumes.detach({
       applianceVmId: s.applianceVmId,
@@ -168,10 +178,15 @@ test('a repair never runs beside a saga: the volume is reported busy and skipped
       mine.every((f) => f.outcome === 'busy' || f.decision === 'report'),
       JSON.stringify(mine),
     );
-    assert.ok(mine.some((f) => f.outcome === 'busy'));
+    assert.ok(
+      mine.some((f) => f.outcome === 'busy'),
+      JSON.stringify(mine),
+    );
+    release();
     await h.result();
   } finally {
-    s.sim.sim.jobDurationMs = 20;
+    release();
+    delete s.hypervisorOverride.wrap;
   }
   assert.deepEqual(kinds(await reconcile()), []);
 });
