@@ -1,7 +1,7 @@
 import type { DetachInput, OperationResult } from '../src/domain/operations.js';
 import { activitiesFor } from './proxies.js';
 import { permanentFailure, Saga } from './saga.js';
-import { recordLocation, requireName, takeOffAppliance } from './volume-steps.js';
+import { recordLocation, takeOffAppliance, validateMapped } from './volume-steps.js';
 
 /**
  * detach: the volume leaves the appliance. dm → error target [relink] → CloudStack detach
@@ -11,14 +11,7 @@ export async function detachVolume(input: DetachInput): Promise<OperationResult>
   const acts = activitiesFor(input);
   const saga = new Saga(input, 'detach', acts, input);
   return saga.run(async () => {
-    const { mapping, volume } = await saga.step('validate', async () => ({
-      mapping: await acts.control.dbGetMapping(input.volumeId),
-      volume: await acts.control.csGetVolume(input.volumeId),
-    }));
-    const m = requireName(mapping, input.volumeId);
-    saga.describe({ persistentName: m.persistentName, vmName: m.sourceVmName });
-    if (!volume)
-      throw permanentFailure(`volume ${input.volumeId} does not exist in CloudStack`, 'VolumeNotFound');
+    const { m, volume } = await validateMapped(saga, acts, input);
     const result: OperationResult = {
       operationId: input.operationId,
       type: 'detach',

@@ -1,7 +1,7 @@
 import type { FailbackInput, OperationResult } from '../src/domain/operations.js';
 import { activitiesFor } from './proxies.js';
 import { permanentFailure, Saga } from './saga.js';
-import { bringToAppliance, requireName } from './volume-steps.js';
+import { bringToAppliance, validateMapped } from './volume-steps.js';
 
 /**
  * failback: the volume comes back from the migrated VM, usually as a different /dev/vdY.
@@ -13,14 +13,7 @@ export async function failbackVolume(input: FailbackInput): Promise<OperationRes
   const acts = activitiesFor(input);
   const saga = new Saga(input, 'failback', acts, input);
   return saga.run(async () => {
-    const { mapping, volume } = await saga.step('validate', async () => ({
-      mapping: await acts.control.dbGetMapping(input.volumeId),
-      volume: await acts.control.csGetVolume(input.volumeId),
-    }));
-    const m = requireName(mapping, input.volumeId);
-    saga.describe({ persistentName: m.persistentName, vmName: m.sourceVmName });
-    if (!volume)
-      throw permanentFailure(`volume ${input.volumeId} does not exist in CloudStack`, 'VolumeNotFound');
+    const { m, volume } = await validateMapped(saga, acts, input);
 
     const onTarget =
       volume.attachedTo && volume.attachedTo !== input.applianceVmId ? volume.attachedTo : null;

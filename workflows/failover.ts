@@ -1,7 +1,7 @@
 import type { FailoverInput, OperationResult } from '../src/domain/operations.js';
 import { activitiesFor } from './proxies.js';
 import { permanentFailure, Saga } from './saga.js';
-import { recordLocation, requireName, takeOffAppliance } from './volume-steps.js';
+import { recordLocation, takeOffAppliance, validateMapped } from './volume-steps.js';
 
 /**
  * failover: the volume moves to the migrated VM. As detach (dm → error, CloudStack detach),
@@ -11,14 +11,7 @@ export async function failoverVolume(input: FailoverInput): Promise<OperationRes
   const acts = activitiesFor(input);
   const saga = new Saga(input, 'failover', acts, input, input.targetVmId);
   return saga.run(async () => {
-    const { mapping, volume } = await saga.step('validate', async () => ({
-      mapping: await acts.control.dbGetMapping(input.volumeId),
-      volume: await acts.control.csGetVolume(input.volumeId),
-    }));
-    const m = requireName(mapping, input.volumeId);
-    saga.describe({ persistentName: m.persistentName, vmName: m.sourceVmName });
-    if (!volume)
-      throw permanentFailure(`volume ${input.volumeId} does not exist in CloudStack`, 'VolumeNotFound');
+    const { m, volume } = await validateMapped(saga, acts, input);
     const result: OperationResult = {
       operationId: input.operationId,
       type: 'failover',

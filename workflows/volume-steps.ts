@@ -26,6 +26,22 @@ export function requireName(
   return m as MappingRecord & { persistentName: string };
 }
 
+/**
+ * The `validate` step of the sagas that move a mapped volume: its mapping (which must have a
+ * persistent name) and CloudStack's view of it (which must exist).
+ */
+export async function validateMapped(saga: Saga, acts: Activities, ctx: WorkflowContext) {
+  const { mapping, volume } = await saga.step('validate', async () => ({
+    mapping: await acts.control.dbGetMapping(ctx.volumeId),
+    volume: await acts.control.csGetVolume(ctx.volumeId),
+  }));
+  const m = requireName(mapping, ctx.volumeId);
+  saga.describe({ persistentName: m.persistentName, vmName: m.sourceVmName });
+  if (!volume)
+    throw permanentFailure(`volume ${ctx.volumeId} does not exist in CloudStack`, 'VolumeNotFound');
+  return { m, volume };
+}
+
 /** Point the dm device at whatever device now carries the volume's serial, if any. */
 async function relinkToCurrentDevice(acts: Activities, name: string, serial: string): Promise<void> {
   const dev = await acts.host.hostFindBySerial(serial);

@@ -23,9 +23,8 @@ export function createPool(cfg: DbConfig, extra: Partial<PoolOptions> = {}): Poo
   });
 }
 
-/** Create the database if it does not exist (identifier validated by the config schema). */
-export async function ensureDatabase(cfg: DbConfig): Promise<void> {
-  if (!/^[A-Za-z0-9_]{1,64}$/.test(cfg.DB_NAME)) throw new Error(`DB_NAME: invalid database name`);
+/** Run one statement on the server without a database selected (create/drop the database). */
+async function adminQuery(cfg: DbConfig, sql: string): Promise<void> {
   const conn = await mysql.createConnection({
     host: cfg.DB_HOST,
     port: cfg.DB_PORT,
@@ -33,25 +32,26 @@ export async function ensureDatabase(cfg: DbConfig): Promise<void> {
     password: cfg.DB_PASSWORD,
   });
   try {
-    await conn.query(
-      `CREATE DATABASE IF NOT EXISTS \`${cfg.DB_NAME}\` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`,
-    );
+    await conn.query(sql);
   } finally {
     await conn.end();
   }
 }
 
+function databaseName(cfg: DbConfig): string {
+  // Validated again here: the name is interpolated as an identifier.
+  if (!/^[A-Za-z0-9_]{1,64}$/.test(cfg.DB_NAME)) throw new Error('DB_NAME: invalid database name');
+  return cfg.DB_NAME;
+}
+
+/** Create the database if it does not exist. */
+export async function ensureDatabase(cfg: DbConfig): Promise<void> {
+  await adminQuery(
+    cfg,
+    `CREATE DATABASE IF NOT EXISTS \`${databaseName(cfg)}\` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`,
+  );
+}
+
 export async function dropDatabase(cfg: DbConfig): Promise<void> {
-  if (!/^[A-Za-z0-9_]{1,64}$/.test(cfg.DB_NAME)) throw new Error(`DB_NAME: invalid database name`);
-  const conn = await mysql.createConnection({
-    host: cfg.DB_HOST,
-    port: cfg.DB_PORT,
-    user: cfg.DB_USER,
-    password: cfg.DB_PASSWORD,
-  });
-  try {
-    await conn.query(`DROP DATABASE IF EXISTS \`${cfg.DB_NAME}\``);
-  } finally {
-    await conn.end();
-  }
+  await adminQuery(cfg, `DROP DATABASE IF EXISTS \`${databaseName(cfg)}\``);
 }
