@@ -1,3 +1,4 @@
+import { CancellationScope } from '@temporalio/workflow';
 import type { DeleteInput, OperationResult } from '../src/domain/operations.js';
 import { diskSerialFor } from '../src/cloudstack/serial.js';
 import { activitiesFor } from './proxies.js';
@@ -84,7 +85,10 @@ export async function deleteVolume(input: DeleteInput): Promise<OperationResult>
       await saga.step('cloudstack-delete', () => control.csDelete({ volumeId: input.volumeId }));
       saga.pivot();
     }
-    await saga.step('remove-rows', () => control.dbDeleteMapping({ volumeId: input.volumeId }));
+    // Past the pivot a cancel is too late: the delete is finished forward, never half-left.
+    await CancellationScope.nonCancellable(() =>
+      saga.step('remove-rows', () => control.dbDeleteMapping({ volumeId: input.volumeId })),
+    );
     return result;
   });
 }

@@ -1,4 +1,9 @@
-import { proxyActivities, proxyLocalActivities } from '@temporalio/workflow';
+import {
+  ActivityCancellationType,
+  patched,
+  proxyActivities,
+  proxyLocalActivities,
+} from '@temporalio/workflow';
 import type { ControlActivities } from '../activities/control/index.js';
 import type { HostActivities } from '../activities/host/index.js';
 import type { WorkflowContext } from '../src/domain/operations.js';
@@ -13,7 +18,14 @@ const NON_RETRYABLE = ['InvalidInput', 'DiskAlreadyMapped', 'StaleMapping', 'Vol
  * appliance shows as a failure instead of an endless wait.
  */
 export function activitiesFor(ctx: WorkflowContext) {
+  // On cancel, wait for the step in flight to settle before compensating: an activity told to
+  // stop may still act (a dm reload, a CloudStack job), and an undo that runs before it would
+  // undo nothing and leave the late action behind. Runs started before this rule keep theirs.
+  const cancellationType = patched('cancel-waits-for-step-in-flight')
+    ? ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+    : ActivityCancellationType.TRY_CANCEL;
   const control = proxyActivities<ControlActivities>({
+    cancellationType,
     startToCloseTimeout: '3 minutes',
     heartbeatTimeout: '30 seconds',
     retry: {
@@ -25,6 +37,7 @@ export function activitiesFor(ctx: WorkflowContext) {
     },
   });
   const hostOptions = {
+    cancellationType,
     taskQueue: hostQueue(ctx.taskQueuePrefix, ctx.applianceVmId),
     scheduleToStartTimeout: '2 minutes',
     startToCloseTimeout: '1 minute',

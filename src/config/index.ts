@@ -1,3 +1,4 @@
+import { isIPv4, isIPv6 } from 'node:net';
 import { z } from 'zod';
 
 /**
@@ -5,6 +6,13 @@ import { z } from 'zod';
  * stops start-up with a message naming the variable instead of failing later in a random place.
  */
 const port = z.coerce.number().int().min(1).max(65535);
+/** `<ip>:<port>` or `[<ipv6>]:<port>`: an IP literal, as the Temporal core parses a SocketAddr. */
+const socketAddress = z.string().refine((v) => {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(v);
+  if (!m) return false;
+  const n = Number(m[3]);
+  return (m[1] !== undefined ? isIPv6(m[1]) : isIPv4(m[2]!)) && n >= 1 && n <= 65535;
+}, 'must be <ip>:<port> with an IP address, not a host name (e.g. 127.0.0.1:9464, 0.0.0.0:9464, [::1]:9464)');
 const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
 
 export const envSchema = z.object({
@@ -49,7 +57,11 @@ export const envSchema = z.object({
   API_TOKEN: z.string().default(''),
   RECONCILE_INTERVAL: z.string().default('5m'),
   METRICS_PORT: port.optional(),
+  /** Where a worker serves the Temporal core's Prometheus metrics (`/metrics`); off when unset. */
+  WORKER_METRICS_ADDRESS: socketAddress.optional(),
   DRY_RUN: bool.default(false),
+  /** Reliability suite only (src/worker/failpoints.ts): never set in production. */
+  FAILPOINTS_DIR: z.string().min(1).optional(),
 });
 
 export type AppConfig = z.output<typeof envSchema>;

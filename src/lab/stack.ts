@@ -12,6 +12,7 @@ import { localRunner } from '../device/exec.js';
 import { listExports } from '../nbd/nbdinfo.js';
 import { FileTargetHypervisor, QmpHypervisor, startLab, type Lab } from './index.js';
 import { connectClient } from '../temporal/connection.js';
+import { Failpoints } from '../worker/failpoints.js';
 import { createControlWorker } from '../worker/workers.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -21,6 +22,7 @@ export interface StackDatabase {
   close(): Promise<void>;
 }
 export const GUEST_EXPORTS_DIR = '/run/volume-lifecycle/exports';
+const GUEST_FAILPOINTS_DIR = '/run/volume-lifecycle/failpoints';
 
 /**
  * The whole product on real parts: the appliance is a QEMU guest (real kernel, dm, udev, nbdkit)
@@ -42,6 +44,10 @@ export interface LabStack {
   hypervisorOverride: { wrap?: (inner: HypervisorBackend) => HypervisorBackend };
   /** kill -9 the appliance's host worker and start a new one (crash tests). */
   restartHostWorker(): Promise<void>;
+  /** Start a new host worker after the old one died (a crash-after failpoint). */
+  respawnHostWorker(): Promise<void>;
+  /** Failpoints of the worker that runs an activity type (host* activities: the appliance's). */
+  failpointsFor(activityType: string): Failpoints;
   createVolume(sizeGb?: number): Promise<string>;
   imagePath(volumeId: string): string;
   dmTable(name: string): Promise<string | null>;
@@ -77,9 +83,16 @@ export async function startLabStack(opts: LabStackOptions): Promise<LabStack> {
     const prefix = `t-${tag}-${randomBytes(3).toString('hex')}`;
     const volumeDir = await mkdtemp(path.join(os.tmpdir(), 'vl-volumes-'));
     cleanups.push(() => rm(volumeDir, { recursive: true, force: true }));
+    const controlFailpoints = new Failpoints(
+      await mkdtemp(path.join(os.tmpdir(), 'vl-failpoints-')),
+      localRunner,
+    );
+    cleanups.push(() => rm(controlFailpoints.dir, { recursive: true, force: true }));
 
     const lab = await startLab({ temporal: { hostPort: Number(temporalAddress.split(':').pop()) } });
     cleanups.push(() => lab.close());
+    const hostFailpoints = new Failpoints(GUEST_FAILPOINTS_DIR, lab.runner);
+    await hostFailpoints.init();
     const qmp = new QmpHypervisor(lab, { dir: volumeDir, vmId: applianceVmId });
     const target = new FileTargetHypervisor({ dir: volumeDir });
     const hypervisorOverride: LabStack['hypervisorOverride'] = {};
@@ -111,6 +124,7 @@ export async function startLabStack(opts: LabStackOptions): Promise<LabStack> {
           NBD_PORT: '10809',
           NBD_URI_HOST: '127.0.0.1',
           LOG_LEVEL: 'info',
+          FAILPOINTS_DIR: hostFailpoints.dir,
         },
       });
       await p.waitForLog(/host worker ready/, 240_000);
@@ -122,6 +136,10 @@ export async function startLabStack(opts: LabStackOptions): Promise<LabStack> {
       await guestWorker.kill('KILL');
       guestWorker = await spawnHostWorker();
     };
+    const respawnHostWorker = async () => {
+      await guestWorker.kill('KILL').catch(() => undefined);
+      guestWorker = await spawnHostWorker();
+    };
 
     const connection = await NativeConnection.connect({
       address: temporalAddress,
@@ -131,6 +149,7 @@ export async function startLabStack(opts: LabStackOptions): Promise<LabStack> {
       connection,
       namespace: 'default',
       taskQueuePrefix: prefix,
+      failpointsDir: controlFailpoints.dir,
       cloudstack: cs,
       db: db.pool,
     });
@@ -167,6 +186,8 @@ export async function startLabStack(opts: LabStackOptions): Promise<LabStack> {
       volumeDir,
       hypervisorOverride,
       restartHostWorker,
+      respawnHostWorker,
+      failpointsFor: (activityType) => (activityType.startsWith('host') ? hostFailpoints : controlFailpoints),
       async createVolume(sizeGb = 1) {
         const v = await cs.createVolume({
           name: `vol-${randomBytes(2).toString('hex')}`,

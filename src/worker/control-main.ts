@@ -6,6 +6,7 @@ import { loadConfig } from '../config/index.js';
 import { createPool, ensureDatabase } from '../db/pool.js';
 import { migrateUp } from '../db/migrator.js';
 import { logger } from '../observability/logger.js';
+import { installWorkerRuntime } from '../observability/worker-runtime.js';
 import { ensureReconcileSchedule } from '../reconcile/schedule.js';
 import { connectClient } from '../temporal/connection.js';
 import { controlQueue } from '../temporal/task-queues.js';
@@ -13,6 +14,8 @@ import { createCloudStack } from './wiring.js';
 import { createControlWorker } from './workers.js';
 
 const cfg = loadConfig();
+// Before any NativeConnection: the Runtime (and its metrics endpoint) is per process, set once.
+installWorkerRuntime(cfg);
 await ensureDatabase(cfg);
 const pool = createPool(cfg);
 const applied = await migrateUp(pool);
@@ -23,6 +26,7 @@ const worker = await createControlWorker({
   connection,
   namespace: cfg.TEMPORAL_NAMESPACE,
   taskQueuePrefix: cfg.TASK_QUEUE_PREFIX,
+  failpointsDir: cfg.FAILPOINTS_DIR,
   cloudstack: createCloudStack(cfg),
   db: pool,
 });

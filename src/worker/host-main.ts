@@ -4,6 +4,7 @@
 import { NativeConnection } from '@temporalio/worker';
 import { loadConfig } from '../config/index.js';
 import { logger } from '../observability/logger.js';
+import { installWorkerRuntime } from '../observability/worker-runtime.js';
 import { hostQueue } from '../temporal/task-queues.js';
 import { createHostWorker } from './workers.js';
 import { createDeviceLayer, createExports } from './wiring.js';
@@ -11,6 +12,8 @@ import { createDeviceLayer, createExports } from './wiring.js';
 const cfg = loadConfig();
 if (!cfg.APPLIANCE_VM_ID)
   throw new Error('APPLIANCE_VM_ID: required for the host worker (the appliance VM UUID)');
+// Before any NativeConnection: the Runtime (and its metrics endpoint) is per process, set once.
+installWorkerRuntime(cfg);
 
 const { correlator, dm } = createDeviceLayer(cfg);
 const exports = createExports(cfg);
@@ -26,6 +29,7 @@ const worker = await createHostWorker({
   namespace: cfg.TEMPORAL_NAMESPACE,
   taskQueuePrefix: cfg.TASK_QUEUE_PREFIX,
   applianceVmId: cfg.APPLIANCE_VM_ID,
+  failpointsDir: cfg.FAILPOINTS_DIR,
   correlator,
   dm,
   exports,

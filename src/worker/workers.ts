@@ -6,12 +6,18 @@ import type { HostDeps } from '../../activities/host/index.js';
 import { createHostActivities } from '../../activities/host/index.js';
 import { controlQueue, hostQueue } from '../temporal/task-queues.js';
 import { workflowBundle } from './bundle.js';
+import { failpointInterceptor } from './failpoints.js';
 
 export interface WorkerOptions {
   connection: NativeConnection;
   namespace: string;
   taskQueuePrefix: string;
+  /** Reliability suite only: consult failpoints in this directory before every activity. */
+  failpointsDir?: string;
 }
+
+const interceptors = (opts: WorkerOptions) =>
+  opts.failpointsDir ? { activity: [failpointInterceptor(opts.failpointsDir)] } : undefined;
 
 /** The control worker: every workflow, plus CloudStack and database activities. Scales freely. */
 export async function createControlWorker(opts: WorkerOptions & ControlDeps & { maxConcurrent?: number }) {
@@ -24,6 +30,7 @@ export async function createControlWorker(opts: WorkerOptions & ControlDeps & { 
     maxConcurrentActivityTaskExecutions: opts.maxConcurrent ?? 200,
     maxConcurrentWorkflowTaskExecutions: 100,
     maxConcurrentLocalActivityExecutions: 200,
+    interceptors: interceptors(opts),
   });
 }
 
@@ -35,5 +42,6 @@ export async function createHostWorker(opts: WorkerOptions & HostDeps & { applia
     taskQueue: hostQueue(opts.taskQueuePrefix, opts.applianceVmId),
     activities: createHostActivities(opts),
     maxConcurrentActivityTaskExecutions: 50,
+    interceptors: interceptors(opts),
   });
 }

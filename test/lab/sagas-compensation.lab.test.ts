@@ -1,14 +1,17 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { WorkflowFailedError } from '@temporalio/client';
-import { getExport } from '../../src/db/exports.js';
-import { getMapping } from '../../src/db/mappings.js';
-import { listOperations, listSteps } from '../../src/db/operations.js';
 import type { SagaProgress } from '../../src/domain/operations.js';
 import { GUEST_EXPORTS_DIR } from '../../src/lab/stack.js';
 import { assertConsistent } from '../support/checks.js';
 import { recordHistory } from '../support/histories.js';
 import { startLabStack, type LabStack } from '../support/lab-stack.js';
+import {
+  auditOf,
+  expectCancelled,
+  expectFailure,
+  snapshot as snap,
+  waitForStep,
+} from '../support/saga-state.js';
 
 /**
  * Each saga step made to fail for good with a real fault, and cancellation and operator abort
@@ -28,36 +31,8 @@ const nextAttach = (volumeId: string) => ({
   diskKey: 2000 + disk++,
 });
 
-/** The observable state of one volume across every component. */
-async function snapshot(volumeId: string) {
-  const m = await getMapping(s.db.pool, volumeId);
-  const e = await getExport(s.db.pool, volumeId);
-  const cs = await s.cs.getVolume(volumeId);
-  const table = m?.persistentName ? await s.dmTable(m.persistentName) : null;
-  return {
-    attachedTo: cs?.virtualmachineid ?? null,
-    row: m
-      ? { name: m.persistentName, location: m.location, dmState: m.dmState, targetVmId: m.targetVmId }
-      : null,
-    export: e?.exportName ?? null,
-    dmKind: table ? table.split(' ')[2] : null,
-    served: (await s.servedExports()).filter((x) => x === e?.exportName),
-  };
-}
-
-async function expectFailure(p: Promise<unknown>, re: RegExp): Promise<void> {
-  await assert.rejects(p, (err: unknown) => {
-    assert.ok(err instanceof WorkflowFailedError, String(err));
-    assert.match(String(err.cause?.message), re);
-    return true;
-  });
-}
-
-async function compensationsOf(volumeId: string, type: string) {
-  const op = (await listOperations(s.db.pool, { volumeId, type }))[0]!;
-  const steps = await listSteps(s.db.pool, op.operationId);
-  return { op, steps: steps.map((x) => `${x.phase}:${x.step}:${x.status}`) };
-}
+const snapshot = (volumeId: string) => snap(s, volumeId);
+const compensationsOf = (volumeId: string, type: string) => auditOf(s, volumeId, type);
 
 test('attach fails at correlation (disk arrives without its serial): everything undone', async () => {
   const volumeId = await s.createVolume();
@@ -197,14 +172,6 @@ test('delete fails at the pivot (CloudStack refuses): export, dm device and atta
   await assertConsistent(s, 'after delete compensation');
 });
 
-async function waitForStep(h: { progress(): Promise<SagaProgress> }, step: string): Promise<void> {
-  for (;;) {
-    const p = await h.progress().catch(() => undefined);
-    if (p?.currentStep === step || p?.stepsDone.includes(step)) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 test('cancel during an attach: the workflow ends cancelled and everything is undone', async () => {
   const volumeId = await s.createVolume();
   const before = await snapshot(volumeId);
@@ -213,11 +180,7 @@ test('cancel during an attach: the workflow ends cancelled and everything is und
     const h = await s.volumes.attach(nextAttach(volumeId));
     await waitForStep(h, 'cloudstack-attach');
     await s.temporal.workflow.getHandle(h.workflowId, h.runId).cancel();
-    await assert.rejects(
-      h.result(),
-      (e: unknown) =>
-        e instanceof WorkflowFailedError && /cancel/i.test(String(e.cause?.name) + String(e.cause?.message)),
-    );
+    await expectCancelled(h.result());
     await recordHistory(s.temporal, h.workflowId, h.runId, 'attach-cancelled');
   } finally {
     s.sim.sim.jobDurationMs = 20;

@@ -1,0 +1,196 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import proto from '@temporalio/proto';
+import { listSteps } from '../../src/db/operations.js';
+import type { Failpoint } from '../../src/worker/failpoints.js';
+import type { OperationHandle } from '../../src/client/index.js';
+import { assertConsistent } from '../support/checks.js';
+import { startLabStack, type LabStack } from '../support/lab-stack.js';
+import { expectCancelled, expectFailure, snapshot } from '../support/saga-state.js';
+
+/**
+ * The step matrix: for every step of every saga, one run where that step fails for good and one
+ * where the workflow is cancelled while that step's activity is in flight. Faults come from
+ * failpoints in the real workers (src/worker/failpoints.ts): the step's activity really acts and
+ * then reports failure — "done, but the reply was lost", the hardest case for an undo — or is
+ * held until the cancel has been requested and then acts. Afterwards CloudStack, the kernel's dm
+ * table, the NBD server and the database hold exactly what they held before, and the audit trail
+ * shows the failed step and every compensation completed.
+ */
+let s: LabStack;
+before(async () => (s = await startLabStack('steps', { correlationTimeoutMs: 5000 })));
+after(() => s?.close());
+
+type Saga = 'attach' | 'detach' | 'failover' | 'failback' | 'delete';
+/** Each step, and the activity whose fault makes it fail (the last one the step calls). */
+const STEPS: Record<Saga, [step: string, activity: string][]> = {
+  attach: [
+    ['validate', 'csGetVolume'],
+    ['assign-name', 'dbAssignName'],
+    ['cloudstack-attach', 'csAttach'],
+    ['correlate', 'hostCorrelate'],
+    ['resolve-conflicts', 'dbClearStaleDevicePath'],
+    ['dm-map', 'hostDmEnsureLinear'],
+    ['record-mapping', 'dbUpdateMapping'],
+    ['ensure-export', 'dbUpsertExport'],
+  ],
+  detach: [
+    ['validate', 'csGetVolume'],
+    ['dm-error', 'hostDmEnsureError'],
+    ['cloudstack-detach', 'hostWaitGone'],
+    ['record-location', 'dbUpdateMapping'],
+  ],
+  failover: [
+    ['validate', 'csGetVolume'],
+    ['dm-error', 'hostDmEnsureError'],
+    ['cloudstack-detach', 'hostWaitGone'],
+    ['cloudstack-attach-target', 'csAttach'],
+    ['record-location', 'dbUpdateMapping'],
+  ],
+  failback: [
+    ['validate', 'csGetVolume'],
+    ['cloudstack-detach-target', 'csDetach'],
+    ['cloudstack-attach', 'csAttach'],
+    ['correlate', 'hostCorrelate'],
+    ['resolve-conflicts', 'dbClearStaleDevicePath'],
+    ['dm-map', 'hostDmEnsureLinear'],
+    ['record-mapping', 'dbUpdateMapping'],
+    ['ensure-export', 'dbUpsertExport'],
+  ],
+  delete: [
+    ['validate', 'dbGetExport'],
+    ['remove-export', 'dbDeleteExport'],
+    ['remove-dm', 'hostDmRemove'],
+    ['cloudstack-detach', 'csDetach'],
+    // The pivot: CloudStack refuses (it cannot "delete and fail" — after a delete nothing is undone).
+    ['cloudstack-delete', 'csDelete'],
+  ],
+};
+
+const STARTED = proto.temporal.api.enums.v1.PendingActivityState.PENDING_ACTIVITY_STATE_STARTED;
+let n = 0;
+const base = () => ({ applianceVmId: s.applianceVmId });
+const attachInput = (volumeId: string, diskKey: number) => ({
+  ...base(),
+  volumeId,
+  sourceVmName: 'steps',
+  diskKey,
+});
+
+/** A volume in the state the saga starts from, and how to start the saga on it. */
+async function prepare(saga: Saga): Promise<{ volumeId: string; start: () => Promise<OperationHandle> }> {
+  const volumeId = await s.createVolume();
+  const diskKey = 2000 + n++;
+  if (saga !== 'attach') await (await s.volumes.attach(attachInput(volumeId, diskKey))).result();
+  if (saga === 'failback')
+    await (await s.volumes.failover({ ...base(), volumeId, targetVmId: s.targetVmId })).result();
+  const start = {
+    attach: () => s.volumes.attach(attachInput(volumeId, diskKey)),
+    detach: () => s.volumes.detach({ ...base(), volumeId }),
+    failover: () => s.volumes.failover({ ...base(), volumeId, targetVmId: s.targetVmId }),
+    failback: () => s.volumes.failback({ ...base(), volumeId }),
+    delete: () => s.volumes.delete({ ...base(), volumeId }),
+  }[saga];
+  return { volumeId, start };
+}
+
+const arm = (fp: Failpoint) => s.failpointsFor(fp.activityType).arm(fp);
+
+/** Until the activity is running on a worker (held by its failpoint): Temporal says so. */
+async function waitStarted(h: OperationHandle, activityType: string): Promise<void> {
+  const wf = s.temporal.workflow.getHandle(h.workflowId, h.runId);
+  for (;;) {
+    const d = await wf.describe();
+    const pending = d.raw.pendingActivities ?? [];
+    if (pending.some((a) => a.activityType?.name === activityType && a.state === STARTED)) return;
+    assert.equal(d.status.name, 'RUNNING', `the workflow ended before ${activityType} started`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function audit(operationId: string) {
+  return (await listSteps(s.db.pool, operationId)).map((x) => `${x.phase}:${x.step}:${x.status}`);
+}
+
+for (const saga of Object.keys(STEPS) as Saga[]) {
+  describe(`${saga}: every step`, () => {
+    let vol: Awaited<ReturnType<typeof prepare>>;
+    before(async () => (vol = await prepare(saga)));
+
+    for (const [step, activityType] of STEPS[saga]) {
+      test(`fails for good at "${step}": everything as before, compensations audited`, async () => {
+        const before = await snapshot(s, vol.volumeId);
+        const fp: Failpoint = {
+          id: `fail-${saga}-${step}-${n++}`,
+          workflowId: `volume:${vol.volumeId}`,
+          activityType,
+          action: step === 'cloudstack-delete' ? 'fail-before' : 'fail-after',
+        };
+        await arm(fp);
+        const h = await vol.start();
+        await expectFailure(h.result(), new RegExp(`at step "${step}".*failpoint ${fp.id}`));
+        assert.deepEqual(await snapshot(s, vol.volumeId), before, 'every component as before');
+        const steps = await audit(h.operationId);
+        assert.ok(steps.includes(`forward:${step}:failed`), steps.join(' '));
+        assert.ok(!steps.some((x) => x.endsWith(':failed') && x.startsWith('compensation')), steps.join(' '));
+        assert.ok(!steps.includes(`forward:${step}:completed`));
+        await assertConsistent(s, `${saga} after failing at ${step}`);
+      });
+
+      test(`cancelled while "${step}" is in flight: everything as before`, async () => {
+        const before = await snapshot(s, vol.volumeId);
+        const fp: Failpoint = {
+          id: `hold-${saga}-${step}-${n++}`,
+          workflowId: `volume:${vol.volumeId}`,
+          activityType,
+          action: 'hold',
+        };
+        await arm(fp);
+        const h = await vol.start();
+        await waitStarted(h, activityType);
+        await s.temporal.workflow.getHandle(h.workflowId, h.runId).cancel();
+        // The activity goes on and acts after the cancel was requested, as a real one would.
+        await s.failpointsFor(activityType).release(fp.id);
+        if (step === 'cloudstack-delete') {
+          // Past the point of no return a cancel is too late: the delete finishes.
+          const r = await h.result().then(
+            (x) => x,
+            () => undefined,
+          );
+          if (r) {
+            const after = await snapshot(s, vol.volumeId);
+            assert.deepEqual(after, { ...after, exists: false, row: null, export: null, dmKind: null });
+            vol = await prepare(saga);
+            return;
+          }
+        } else await expectCancelled(h.result());
+        assert.deepEqual(await snapshot(s, vol.volumeId), before, 'every component as before');
+        const steps = await audit(h.operationId);
+        assert.ok(steps.includes(`forward:${step}:failed`) || steps.includes(`forward:${step}:completed`));
+        assert.ok(!steps.some((x) => x.endsWith(':failed') && x.startsWith('compensation')), steps.join(' '));
+        await assertConsistent(s, `${saga} after a cancel at ${step}`);
+      });
+    }
+  });
+}
+
+test('delete fails after the pivot (removing the rows): nothing undone, a second delete finishes', async () => {
+  const { volumeId, start } = await prepare('delete');
+  const fp: Failpoint = {
+    id: `fail-delete-remove-rows-${n++}`,
+    workflowId: `volume:${volumeId}`,
+    activityType: 'dbDeleteMapping',
+    action: 'fail-before',
+  };
+  await arm(fp);
+  const h = await start();
+  await expectFailure(h.result(), /at step "remove-rows".*nothing to undo/);
+  const mid = await snapshot(s, volumeId);
+  assert.equal(mid.exists, false, 'the volume is gone from CloudStack (past the pivot)');
+  assert.ok(mid.row, 'its row is left for the retry to remove');
+  await (await start()).result();
+  const end = await snapshot(s, volumeId);
+  assert.equal(end.row, null);
+  assert.equal(end.exists, false);
+  await assertConsistent(s, 'after the second delete');
+});

@@ -1,0 +1,59 @@
+import assert from 'node:assert/strict';
+import { WorkflowFailedError } from '@temporalio/client';
+import { getExport } from '../../src/db/exports.js';
+import { getMapping } from '../../src/db/mappings.js';
+import { listOperations, listSteps } from '../../src/db/operations.js';
+import type { SagaProgress } from '../../src/domain/operations.js';
+import type { LabStack } from './lab-stack.js';
+
+/** The observable state of one volume across every component: CloudStack, dm, NBD, database. */
+export async function snapshot(s: LabStack, volumeId: string) {
+  const m = await getMapping(s.db.pool, volumeId);
+  const e = await getExport(s.db.pool, volumeId);
+  const cs = await s.cs.getVolume(volumeId);
+  const table = m?.persistentName ? await s.dmTable(m.persistentName) : null;
+  return {
+    exists: cs !== undefined && cs !== null,
+    attachedTo: cs?.virtualmachineid ?? null,
+    row: m
+      ? { name: m.persistentName, location: m.location, dmState: m.dmState, targetVmId: m.targetVmId }
+      : null,
+    export: e?.exportName ?? null,
+    dmKind: table ? table.split(' ')[2] : null,
+    served: (await s.servedExports()).filter((x) => x === e?.exportName),
+  };
+}
+
+/** The workflow failed (not cancelled) and its failure matches `re`. */
+export async function expectFailure(p: Promise<unknown>, re: RegExp): Promise<void> {
+  await assert.rejects(p, (err: unknown) => {
+    assert.ok(err instanceof WorkflowFailedError, String(err));
+    assert.match(String(err.cause?.message), re);
+    return true;
+  });
+}
+
+/** The workflow ended as Cancelled. */
+export async function expectCancelled(p: Promise<unknown>): Promise<void> {
+  await assert.rejects(
+    p,
+    (e: unknown) =>
+      e instanceof WorkflowFailedError && /cancel/i.test(String(e.cause?.name) + String(e.cause?.message)),
+  );
+}
+
+/** The newest operation of `type` on the volume and its audit steps as `phase:step:status`. */
+export async function auditOf(s: LabStack, volumeId: string, type: string) {
+  const op = (await listOperations(s.db.pool, { volumeId, type }))[0]!;
+  const steps = await listSteps(s.db.pool, op.operationId);
+  return { op, steps: steps.map((x) => `${x.phase}:${x.step}:${x.status}`) };
+}
+
+/** Poll the saga's progress query until it has reached `step`. */
+export async function waitForStep(h: { progress(): Promise<SagaProgress> }, step: string): Promise<void> {
+  for (;;) {
+    const p = await h.progress().catch(() => undefined);
+    if (p?.currentStep === step || p?.stepsDone.includes(step)) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
