@@ -41,6 +41,13 @@ function letters(n: number): string {
   return s;
 }
 
+/** Inverse of letters(): 'a' → 0, 'z' → 25, 'aa' → 26. */
+function diskIndex(l: string): number {
+  let n = 0;
+  for (const c of l) n = n * 26 + (c.charCodeAt(0) - 96);
+  return n - 1;
+}
+
 export class MemoryDmRunner implements CommandRunner {
   private readonly devices = new Map<string, { table: string; uuid: string }>();
   constructor(private readonly sys: string) {}
@@ -48,8 +55,9 @@ export class MemoryDmRunner implements CommandRunner {
     const ok = (stdout = '') => ({ stdout, stderr: '', exitCode: 0 });
     const fail = (stderr: string) => ({ stdout: '', stderr, exitCode: 1 });
     if (file === 'stat') {
+      // virtio-blk numbering: vda = 254:0, vdb = 254:16, …, vdaa = 254:416 (16 minors a disk).
       const dev = path.basename(args[args.length - 1]!);
-      return ok(`fe:${(dev.charCodeAt(2) - 96).toString(16)}:block special file\n`);
+      return ok(`fe:${(diskIndex(dev.slice(2)) * 16).toString(16)}:block special file\n`);
     }
     if (file === 'blockdev') {
       const { readFile } = await import('node:fs/promises');

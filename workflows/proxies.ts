@@ -41,6 +41,9 @@ export function activitiesFor(ctx: WorkflowContext) {
     taskQueue: hostQueue(ctx.taskQueuePrefix, ctx.applianceVmId),
     scheduleToStartTimeout: '2 minutes',
     startToCloseTimeout: '1 minute',
+    // The host worker heartbeats while any activity runs: a dead appliance worker is noticed
+    // (and the step retried on its successor) in seconds.
+    heartbeatTimeout: '15 seconds',
     retry: {
       initialInterval: '500 ms',
       backoffCoefficient: 2,

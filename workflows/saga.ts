@@ -173,7 +173,9 @@ export class Saga {
     try {
       const result = await action();
       this.progress.stepsDone.push(step);
-      await this.record(seq, step, 'forward', 'completed', startedAt);
+      // Non-cancellable: a step that completed while a cancel was pending is still recorded as
+      // done (and a pivot step reaches its pivot), instead of failing on its own audit write.
+      await CancellationScope.nonCancellable(() => this.record(seq, step, 'forward', 'completed', startedAt));
       return result;
     } catch (err) {
       await CancellationScope.nonCancellable(() =>

@@ -19,14 +19,30 @@ interface JobHeartbeat {
   jobId?: string;
 }
 
+/**
+ * Options for a CloudStack job call. A cancellation stops the activity only until its job has
+ * started: a CloudStack job cannot be called back, so the activity then sees it to its end and
+ * the workflow (which waits for the step in flight) compensates knowing the outcome. Abandoning
+ * it would let the undo run first, find nothing to undo, and be overtaken by the job.
+ */
 function jobOptions() {
   const ctx = Context.current();
   const previous = (ctx.info.heartbeatDetails as JobHeartbeat | undefined)?.jobId;
+  const beforeJob = new AbortController();
+  let jobStarted = previous !== undefined;
+  const onCancel = () => {
+    if (!jobStarted) beforeJob.abort(ctx.cancellationSignal.reason);
+  };
+  if (ctx.cancellationSignal.aborted) onCancel();
+  else ctx.cancellationSignal.addEventListener('abort', onCancel, { once: true });
   return {
     resumeJobId: previous,
-    onJobStarted: (jobId: string) => ctx.heartbeat({ jobId } satisfies JobHeartbeat),
+    onJobStarted: (jobId: string) => {
+      jobStarted = true;
+      ctx.heartbeat({ jobId } satisfies JobHeartbeat);
+    },
     onPoll: (jobId: string) => ctx.heartbeat({ jobId } satisfies JobHeartbeat),
-    signal: ctx.cancellationSignal,
+    signal: beforeJob.signal,
   };
 }
 

@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NativeConnection, type Worker } from '@temporalio/worker';
+import { execa, type ResultPromise } from 'execa';
 import type { Pool } from 'mysql2/promise';
 import { VolumeLifecycleClient } from '../client/index.js';
 import { CloudStackClient } from '../cloudstack/client.js';
@@ -19,6 +20,8 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
 export interface StackDatabase {
   pool: Pool;
+  /** Its name on the server (DB_NAME), for a control worker run as a separate process. */
+  name?: string;
   close(): Promise<void>;
 }
 export const GUEST_EXPORTS_DIR = '/run/volume-lifecycle/exports';
@@ -44,8 +47,13 @@ export interface LabStack {
   hypervisorOverride: { wrap?: (inner: HypervisorBackend) => HypervisorBackend };
   /** kill -9 the appliance's host worker and start a new one (crash tests). */
   restartHostWorker(): Promise<void>;
-  /** Start a new host worker after the old one died (a crash-after failpoint). */
+  /** Wait until the appliance's host worker process has died (a crash-after failpoint). */
+  waitHostWorkerDead(timeoutMs?: number): Promise<void>;
+  /** Start a new host worker (after the old one died). */
   respawnHostWorker(): Promise<void>;
+  /** With `controlWorker: 'process'`: wait for its death, start a new one. */
+  waitControlWorkerDead(timeoutMs?: number): Promise<void>;
+  respawnControlWorker(): Promise<void>;
   /** Failpoints of the worker that runs an activity type (host* activities: the appliance's). */
   failpointsFor(activityType: string): Failpoints;
   createVolume(sizeGb?: number): Promise<string>;
@@ -66,6 +74,11 @@ export interface LabStackOptions {
   temporalAddress?: string;
   /** Simulated CloudStack job duration. */
   jobDurationMs?: number;
+  /**
+   * Run the control worker in this process (default), or as a separate process (control-main)
+   * so a crash test can kill it with SIGKILL and start another.
+   */
+  controlWorker?: 'in-process' | 'process';
 }
 
 export async function startLabStack(opts: LabStackOptions): Promise<LabStack> {
@@ -136,28 +149,70 @@ export async function startLabStack(opts: LabStackOptions): Promise<LabStack> {
       await guestWorker.kill('KILL');
       guestWorker = await spawnHostWorker();
     };
+    const waitHostWorkerDead = async (timeoutMs = 60_000) => {
+      const deadline = Date.now() + timeoutMs;
+      while (!(await guestWorker.status()).exited) {
+        if (Date.now() > deadline) throw new Error(`the host worker is still alive after ${timeoutMs} ms`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
     const respawnHostWorker = async () => {
       await guestWorker.kill('KILL').catch(() => undefined);
       guestWorker = await spawnHostWorker();
     };
 
-    const connection = await NativeConnection.connect({
-      address: temporalAddress,
-    });
-    cleanups.push(() => connection.close());
-    const worker: Worker = await createControlWorker({
-      connection,
-      namespace: 'default',
-      taskQueuePrefix: prefix,
-      failpointsDir: controlFailpoints.dir,
-      cloudstack: cs,
-      db: db.pool,
-    });
-    const running = worker.run();
-    cleanups.push(async () => {
-      worker.shutdown();
-      await running;
-    });
+    let controlProcess: ResultPromise | undefined;
+    const spawnControlWorker = async () => {
+      if (!db.name) throw new Error('a control worker process needs the database name');
+      const p = execa('node', ['--import', 'tsx', 'src/worker/control-main.ts'], {
+        cwd: ROOT,
+        reject: false,
+        env: {
+          TEMPORAL_ADDRESS: temporalAddress,
+          TASK_QUEUE_PREFIX: prefix,
+          DB_NAME: db.name,
+          CLOUDSTACK_URL: sim.sim.url,
+          CLOUDSTACK_API_KEY: sim.sim.apiKey,
+          CLOUDSTACK_SECRET_KEY: sim.sim.secretKey,
+          FAILPOINTS_DIR: controlFailpoints.dir,
+          LOG_LEVEL: 'info',
+        },
+      });
+      let out = '';
+      await new Promise<void>((resolve, reject) => {
+        p.stdout!.on('data', (d: Buffer) => {
+          out += d.toString();
+          if (/control worker ready/.test(out)) resolve();
+        });
+        void p.then((r) => reject(new Error(`control worker exited (${r.exitCode}): ${out}${r.stderr}`)));
+      });
+      controlProcess = p;
+    };
+    if (opts.controlWorker === 'process') {
+      await spawnControlWorker();
+      cleanups.push(async () => {
+        controlProcess?.kill('SIGTERM');
+        await controlProcess;
+      });
+    } else {
+      const connection = await NativeConnection.connect({
+        address: temporalAddress,
+      });
+      cleanups.push(() => connection.close());
+      const worker: Worker = await createControlWorker({
+        connection,
+        namespace: 'default',
+        taskQueuePrefix: prefix,
+        failpointsDir: controlFailpoints.dir,
+        cloudstack: cs,
+        db: db.pool,
+      });
+      const running = worker.run();
+      cleanups.push(async () => {
+        worker.shutdown();
+        await running;
+      });
+    }
     const { client, connection: clientConn } = await connectClient({
       TEMPORAL_ADDRESS: temporalAddress,
       TEMPORAL_NAMESPACE: 'default',
@@ -187,6 +242,18 @@ export async function startLabStack(opts: LabStackOptions): Promise<LabStack> {
       hypervisorOverride,
       restartHostWorker,
       respawnHostWorker,
+      waitHostWorkerDead,
+      async waitControlWorkerDead(timeoutMs = 60_000) {
+        if (!controlProcess) throw new Error("the control worker runs in process (controlWorker: 'process')");
+        let timedOut = false;
+        const timer = setTimeout(() => ((timedOut = true), controlProcess?.kill('SIGKILL')), timeoutMs);
+        const r = await controlProcess;
+        clearTimeout(timer);
+        if (timedOut) throw new Error(`the control worker was still alive after ${timeoutMs} ms`);
+        if (r.signal !== 'SIGKILL')
+          throw new Error(`the control worker ended with ${r.signal ?? r.exitCode}`);
+      },
+      respawnControlWorker: spawnControlWorker,
       failpointsFor: (activityType) => (activityType.startsWith('host') ? hostFailpoints : controlFailpoints),
       async createVolume(sizeGb = 1) {
         const v = await cs.createVolume({

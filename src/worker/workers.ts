@@ -7,6 +7,7 @@ import { createHostActivities } from '../../activities/host/index.js';
 import { controlQueue, hostQueue } from '../temporal/task-queues.js';
 import { workflowBundle } from './bundle.js';
 import { failpointInterceptor } from './failpoints.js';
+import { heartbeatWhileRunning } from './heartbeat.js';
 
 export interface WorkerOptions {
   connection: NativeConnection;
@@ -16,8 +17,8 @@ export interface WorkerOptions {
   failpointsDir?: string;
 }
 
-const interceptors = (opts: WorkerOptions) =>
-  opts.failpointsDir ? { activity: [failpointInterceptor(opts.failpointsDir)] } : undefined;
+const failpoints = (opts: WorkerOptions) =>
+  opts.failpointsDir ? [failpointInterceptor(opts.failpointsDir)] : [];
 
 /** The control worker: every workflow, plus CloudStack and database activities. Scales freely. */
 export async function createControlWorker(opts: WorkerOptions & ControlDeps & { maxConcurrent?: number }) {
@@ -30,7 +31,7 @@ export async function createControlWorker(opts: WorkerOptions & ControlDeps & { 
     maxConcurrentActivityTaskExecutions: opts.maxConcurrent ?? 200,
     maxConcurrentWorkflowTaskExecutions: 100,
     maxConcurrentLocalActivityExecutions: 200,
-    interceptors: interceptors(opts),
+    interceptors: { activity: failpoints(opts) },
   });
 }
 
@@ -42,6 +43,7 @@ export async function createHostWorker(opts: WorkerOptions & HostDeps & { applia
     taskQueue: hostQueue(opts.taskQueuePrefix, opts.applianceVmId),
     activities: createHostActivities(opts),
     maxConcurrentActivityTaskExecutions: 50,
-    interceptors: interceptors(opts),
+    // Host activities' heartbeatTimeout (workflows/proxies.ts) is 15 s.
+    interceptors: { activity: [heartbeatWhileRunning(3000), ...failpoints(opts)] },
   });
 }

@@ -4,13 +4,20 @@ import { getMapping } from '../../src/db/mappings.js';
 import type { SagaProgress } from '../../src/domain/operations.js';
 import { assertConsistent } from '../support/checks.js';
 import { startLabStack, type LabStack } from '../support/lab-stack.js';
+import { auditOf, outcome, snapshot } from '../support/saga-state.js';
+import { STEPS } from '../support/saga-steps.js';
 
 /**
- * Durability on real parts: the appliance's host worker is killed with SIGKILL while an attach
- * waits at the correlation step; a new worker starts; the attach finishes correctly.
+ * Durability on real parts. The worker that runs a step is killed with SIGKILL — the appliance's
+ * host worker for device steps, the control worker (a separate process here, running the
+ * workflows too) for CloudStack and database steps — right after the step has acted and before
+ * it could report (a crash-after failpoint), at every step of attach, failover and failback. A
+ * new worker starts; the operation finishes correctly and every component agrees.
  */
 let s: LabStack;
-before(async () => (s = await startLabStack('crash', { correlationTimeoutMs: 90_000 })));
+before(
+  async () => (s = await startLabStack('crash', { correlationTimeoutMs: 90_000, controlWorker: 'process' })),
+);
 after(() => s?.close());
 
 test('kill -9 of the host worker mid-correlation: the attach still completes, state consistent', async () => {
@@ -53,3 +60,51 @@ test('kill -9 of the host worker mid-correlation: the attach still completes, st
     delete s.hypervisorOverride.wrap;
   }
 });
+
+let n = 0;
+const base = () => ({ applianceVmId: s.applianceVmId });
+
+for (const saga of ['attach', 'failover', 'failback'] as const) {
+  for (const [step, activityType] of STEPS[saga]) {
+    const worker = activityType.startsWith('host') ? 'host' : 'control';
+    test(`${saga}: kill -9 of the ${worker} worker right after "${step}" acted — the ${saga} completes`, async () => {
+      const volumeId = await s.createVolume();
+      const attach = { ...base(), volumeId, sourceVmName: 'crashsteps', diskKey: 2000 + n++ };
+      if (saga !== 'attach') await (await s.volumes.attach(attach)).result();
+      if (saga === 'failback')
+        await (await s.volumes.failover({ ...base(), volumeId, targetVmId: s.targetVmId })).result();
+      const id = `crash-${saga}-${step}-${n++}`;
+      await s
+        .failpointsFor(activityType)
+        .arm({ id, workflowId: `volume:${volumeId}`, activityType, action: 'crash-after' });
+      const h = await {
+        attach: () => s.volumes.attach(attach),
+        failover: () => s.volumes.failover({ ...base(), volumeId, targetVmId: s.targetVmId }),
+        failback: () => s.volumes.failback({ ...base(), volumeId }),
+      }[saga]();
+      if (worker === 'host') {
+        await s.waitHostWorkerDead();
+        await s.respawnHostWorker();
+      } else {
+        await s.waitControlWorkerDead();
+        await s.respawnControlWorker();
+      }
+      const r = await outcome(h);
+      assert.equal(r.status, 'completed');
+      const after = await snapshot(s, volumeId);
+      if (saga === 'failover') {
+        assert.equal(after.attachedTo, s.targetVmId);
+        assert.deepEqual([after.row?.location, after.dmKind], ['target', 'error']);
+      } else {
+        assert.equal(after.attachedTo, s.applianceVmId);
+        assert.deepEqual([after.row?.location, after.dmKind], ['appliance', 'linear']);
+        assert.deepEqual(after.served, [r.access!.exportName]);
+      }
+      const { op, steps } = await auditOf(s, volumeId, saga);
+      assert.equal(op.status, 'completed');
+      assert.ok(steps.includes(`forward:${step}:completed`), steps.join(' '));
+      assert.ok(!steps.some((x) => x.startsWith('compensation')), `nothing compensated: ${steps.join(' ')}`);
+      await assertConsistent(s, `${saga} after a crash at ${step}`);
+    });
+  }
+}

@@ -1,12 +1,14 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { WorkflowFailedError } from '@temporalio/client';
 import proto from '@temporalio/proto';
 import { listSteps } from '../../src/db/operations.js';
 import type { Failpoint } from '../../src/worker/failpoints.js';
 import type { OperationHandle } from '../../src/client/index.js';
 import { assertConsistent } from '../support/checks.js';
 import { startLabStack, type LabStack } from '../support/lab-stack.js';
-import { expectCancelled, expectFailure, snapshot } from '../support/saga-state.js';
+import { expectCancelled, expectFailure, outcome, snapshot } from '../support/saga-state.js';
+import { STEPS, type Saga } from '../support/saga-steps.js';
 
 /**
  * The step matrix: for every step of every saga, one run where that step fails for good and one
@@ -20,52 +22,6 @@ import { expectCancelled, expectFailure, snapshot } from '../support/saga-state.
 let s: LabStack;
 before(async () => (s = await startLabStack('steps', { correlationTimeoutMs: 5000 })));
 after(() => s?.close());
-
-type Saga = 'attach' | 'detach' | 'failover' | 'failback' | 'delete';
-/** Each step, and the activity whose fault makes it fail (the last one the step calls). */
-const STEPS: Record<Saga, [step: string, activity: string][]> = {
-  attach: [
-    ['validate', 'csGetVolume'],
-    ['assign-name', 'dbAssignName'],
-    ['cloudstack-attach', 'csAttach'],
-    ['correlate', 'hostCorrelate'],
-    ['resolve-conflicts', 'dbClearStaleDevicePath'],
-    ['dm-map', 'hostDmEnsureLinear'],
-    ['record-mapping', 'dbUpdateMapping'],
-    ['ensure-export', 'dbUpsertExport'],
-  ],
-  detach: [
-    ['validate', 'csGetVolume'],
-    ['dm-error', 'hostDmEnsureError'],
-    ['cloudstack-detach', 'hostWaitGone'],
-    ['record-location', 'dbUpdateMapping'],
-  ],
-  failover: [
-    ['validate', 'csGetVolume'],
-    ['dm-error', 'hostDmEnsureError'],
-    ['cloudstack-detach', 'hostWaitGone'],
-    ['cloudstack-attach-target', 'csAttach'],
-    ['record-location', 'dbUpdateMapping'],
-  ],
-  failback: [
-    ['validate', 'csGetVolume'],
-    ['cloudstack-detach-target', 'csDetach'],
-    ['cloudstack-attach', 'csAttach'],
-    ['correlate', 'hostCorrelate'],
-    ['resolve-conflicts', 'dbClearStaleDevicePath'],
-    ['dm-map', 'hostDmEnsureLinear'],
-    ['record-mapping', 'dbUpdateMapping'],
-    ['ensure-export', 'dbUpsertExport'],
-  ],
-  delete: [
-    ['validate', 'dbGetExport'],
-    ['remove-export', 'dbDeleteExport'],
-    ['remove-dm', 'hostDmRemove'],
-    ['cloudstack-detach', 'csDetach'],
-    // The pivot: CloudStack refuses (it cannot "delete and fail" — after a delete nothing is undone).
-    ['cloudstack-delete', 'csDelete'],
-  ],
-};
 
 const STARTED = proto.temporal.api.enums.v1.PendingActivityState.PENDING_ACTIVITY_STATE_STARTED;
 let n = 0;
@@ -128,7 +84,7 @@ for (const saga of Object.keys(STEPS) as Saga[]) {
         };
         await arm(fp);
         const h = await vol.start();
-        await expectFailure(h.result(), new RegExp(`at step "${step}".*failpoint ${fp.id}`));
+        await expectFailure(outcome(h), new RegExp(`at step "${step}".*failpoint ${fp.id}`));
         assert.deepEqual(await snapshot(s, vol.volumeId), before, 'every component as before');
         const steps = await audit(h.operationId);
         assert.ok(steps.includes(`forward:${step}:failed`), steps.join(' '));
@@ -152,18 +108,23 @@ for (const saga of Object.keys(STEPS) as Saga[]) {
         // The activity goes on and acts after the cancel was requested, as a real one would.
         await s.failpointsFor(activityType).release(fp.id);
         if (step === 'cloudstack-delete') {
-          // Past the point of no return a cancel is too late: the delete finishes.
-          const r = await h.result().then(
-            (x) => x,
-            () => undefined,
+          // Past the point of no return a cancel is too late: if the delete acted, it finishes
+          // forward; if the cancel reached the held activity first, nothing was deleted.
+          const finished = await outcome(h).then(
+            () => true,
+            (e: unknown) => {
+              if (e instanceof WorkflowFailedError) return false;
+              throw e;
+            },
           );
-          if (r) {
+          if (finished) {
             const after = await snapshot(s, vol.volumeId);
             assert.deepEqual(after, { ...after, exists: false, row: null, export: null, dmKind: null });
             vol = await prepare(saga);
             return;
           }
-        } else await expectCancelled(h.result());
+          await expectCancelled(h.result());
+        } else await expectCancelled(outcome(h));
         assert.deepEqual(await snapshot(s, vol.volumeId), before, 'every component as before');
         const steps = await audit(h.operationId);
         assert.ok(steps.includes(`forward:${step}:failed`) || steps.includes(`forward:${step}:completed`));
@@ -184,7 +145,7 @@ test('delete fails after the pivot (removing the rows): nothing undone, a second
   };
   await arm(fp);
   const h = await start();
-  await expectFailure(h.result(), /at step "remove-rows".*nothing to undo/);
+  await expectFailure(outcome(h), /at step "remove-rows".*nothing to undo/);
   const mid = await snapshot(s, volumeId);
   assert.equal(mid.exists, false, 'the volume is gone from CloudStack (past the pivot)');
   assert.ok(mid.row, 'its row is left for the retry to remove');

@@ -6,7 +6,7 @@ export type { LabStack };
 /** The lab stack on a fresh database of its own. */
 export async function startLabStack(
   tag: string,
-  opts: { correlationTimeoutMs?: number } = {},
+  opts: { correlationTimeoutMs?: number; controlWorker?: 'in-process' | 'process' } = {},
 ): Promise<LabStack> {
   return start({ db: await freshDatabase(tag), tag, ...opts });
 }

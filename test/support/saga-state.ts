@@ -57,3 +57,26 @@ export async function waitForStep(h: { progress(): Promise<SagaProgress> }, step
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/**
+ * The operation's result — but fail at once, rather than hang, if the saga parks waiting for an
+ * operator (a compensation that failed for good).
+ */
+export async function outcome<T>(h: { result(): Promise<T>; progress(): Promise<SagaProgress> }): Promise<T> {
+  const result = h.result();
+  let settled = false;
+  result.then(
+    () => (settled = true),
+    () => (settled = true),
+  );
+  const parked = (async (): Promise<never> => {
+    for (;;) {
+      const p = await h.progress().catch(() => undefined);
+      if (settled) return new Promise<never>(() => undefined);
+      if (p?.state === 'waiting-for-operator')
+        throw new Error(`the saga waits for an operator: ${JSON.stringify(p.needsAttention)}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  })();
+  return Promise.race([result, parked]);
+}
