@@ -70,13 +70,15 @@ SEARCH_ATTRIBUTES=(VolumeId=Keyword ApplianceVmId=Keyword VmName=Keyword Persist
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# start_temporal PORT UI_PORT DBFILE: reuse a server already answering on PORT, else start one.
+# start_temporal PORT UI_PORT DBFILE [fresh]: reuse a server already answering on PORT, else start
+# one (with `fresh`, on an empty state file: never delete the file of a server that is running).
 start_temporal() {
-  local port="$1" ui_port="$2" db="$3" args=() sa
+  local port="$1" ui_port="$2" db="$3" fresh="${4:-}" args=() sa
   ensure_temporal_cli
   if port_open "$port"; then log "Temporal already listening on 127.0.0.1:$port (reusing it)"; return; fi
   for sa in "${SEARCH_ATTRIBUTES[@]}"; do args+=(--search-attribute "$sa"); done
   mkdir -p "$(dirname "$db")"
+  if [ "$fresh" = fresh ]; then rm -f "$db"; fi
   log "starting Temporal dev server on 127.0.0.1:$port (UI http://127.0.0.1:$ui_port, state $db)"
   "$TEMPORAL_BIN" server start-dev --ip 127.0.0.1 --port "$port" --ui-port "$ui_port" \
     --db-filename "$db" --log-level warn "${args[@]}" \
