@@ -1,10 +1,16 @@
 import { Context } from '@temporalio/activity';
 import type { Pool, RowDataPacket } from 'mysql2/promise';
+import { z } from 'zod';
 import type { CloudStackApi, CsVolume } from '../../src/cloudstack/types.js';
 import * as mappings from '../../src/db/mappings.js';
 import * as exportsDb from '../../src/db/exports.js';
 import * as ops from '../../src/db/operations.js';
 import * as reconcileDb from '../../src/db/reconcile.js';
+import { devicePathSchema } from '../../src/device/types.js';
+import { uuid } from '../../src/domain/ids.js';
+import { exportNameSchema } from '../../src/domain/naming.js';
+import { diskIndex, OPERATION_TYPES, sourceVmName } from '../../src/domain/operations.js';
+import { targetPathSchema } from '../../src/nbd/validation.js';
 import { computeDrift, type DesiredVolume, type Finding } from '../../src/reconcile/drift.js';
 import { unpackInventory, type PackedInventory } from '../../src/reconcile/inventory-codec.js';
 import { permanent, withClassification } from '../failures.js';
@@ -67,30 +73,114 @@ function facts(v: CsVolume): VolumeFacts {
   };
 }
 
+/**
+ * Inputs are checked on entry, as argument objects, so a refusal (a ZodError, which
+ * activities/failures.ts turns into a non-retryable InvalidInput) names the field and nothing
+ * has been called or written yet. Checks only: each activity goes on with exactly the values it
+ * was given (the UUID schema would lower-case them), so its behaviour is unchanged.
+ */
+const volumeId = uuid;
+const operationId = uuid;
+const sizeBytes = z.number('must be a number').int('must be an integer').positive('must be positive');
+/** The disk serial the workflows derive from the volume id (`diskSerialFor`): no blanks, no `/`. */
+const virtioSerial = z
+  .string()
+  .regex(/^[A-Za-z0-9._:+-]{1,64}$/, 'must be 1 to 64 letters, digits or . _ : + -');
+const location = z.enum(['appliance', 'target', 'detached']);
+const dmState = z.enum(['linear', 'error', 'absent']);
+const backend = z.enum(['nbdkit-dir', 'nbd-server']);
+
+const volumeArg = z.object({ volumeId });
+const schemas = {
+  volume: volumeArg,
+  csAttach: z.object({ volumeId, vmId: uuid }),
+  csDetach: z.object({ volumeId, fromVmId: uuid.optional() }),
+  assignName: z.object({
+    volumeId,
+    sourceVmName,
+    diskIndex,
+    applianceVmId: uuid,
+    virtioSerial,
+    sizeBytes,
+    operationId,
+  }),
+  releaseName: z.object({ volumeId, operationId }),
+  updateMapping: z.object({
+    volumeId,
+    expectedVersion: z.number().int('must be an integer').min(0, 'must be at least 0'),
+    patch: z.object({
+      location: location.optional(),
+      targetVmId: uuid.nullable().optional(),
+      devicePath: devicePathSchema.nullable().optional(),
+      dmState: dmState.optional(),
+      sizeBytes: sizeBytes.optional(),
+    }),
+    operationId,
+  }),
+  restoreMapping: z.object({ before: z.object({ volumeId }), operationId }),
+  clearStaleDevicePath: z.object({ devicePath: devicePathSchema, exceptVolumeId: volumeId }),
+  upsertExport: z.object({
+    exportName: exportNameSchema,
+    volumeId,
+    targetPath: targetPathSchema,
+    configPath: targetPathSchema,
+    backend,
+    status: z.enum(['active', 'error']),
+  }),
+  operationStart: z.object({
+    operationId,
+    type: z.enum(OPERATION_TYPES),
+    volumeId,
+    vmId: uuid.nullable(),
+  }),
+  operationStatus: z.object({
+    operationId,
+    status: z.enum(['running', 'completed', 'failed', 'compensated', 'needs_attention', 'cancelled']),
+  }),
+  step: z.object({ operationId, seq: z.number().int('must be an integer').min(0, 'must be at least 0') }),
+  reconStart: z.object({ applianceVmId: uuid, dryRun: z.boolean() }),
+  reconCompare: z.object({ applianceVmId: uuid, backend }),
+  nameInUse: z.object({ name: z.string().min(1, 'must not be empty').max(255) }),
+  reconFinish: z.object({
+    id: z.number().int('must be an integer').positive('must be positive'),
+    status: z.enum(['completed', 'failed']),
+  }),
+};
+/** Parse, throwing the ZodError (named fields) on bad input; returns nothing on purpose. */
+function check(schema: z.ZodType, value: unknown): void {
+  schema.parse(value);
+}
+
 export function createControlActivities({ cloudstack, db }: ControlDeps) {
   return withClassification({
     // --- CloudStack -----------------------------------------------------------------------
     async csGetVolume(volumeId: string): Promise<VolumeFacts | null> {
+      check(schemas.volume, { volumeId });
       const v = await cloudstack.getVolume(volumeId);
       return v ? facts(v) : null;
     },
     /** Idempotent attach; after a timeout the retry polls the job it already started. */
     async csAttach(a: { volumeId: string; vmId: string }): Promise<VolumeFacts> {
+      check(schemas.csAttach, a);
       return facts(await cloudstack.attachVolume(a.volumeId, a.vmId, jobOptions()));
     },
     /** Idempotent detach; `fromVmId` guards against detaching from an unexpected VM. */
     async csDetach(a: { volumeId: string; fromVmId?: string }): Promise<VolumeFacts> {
+      check(schemas.csDetach, a);
       return facts(await cloudstack.detachVolume(a.volumeId, { ...jobOptions(), fromVmId: a.fromVmId }));
     },
     async csDelete(a: { volumeId: string }): Promise<void> {
+      check(schemas.volume, a);
       await cloudstack.deleteVolume(a.volumeId);
     },
 
     // --- database: mappings ----------------------------------------------------------------
     async dbGetMapping(volumeId: string): Promise<mappings.MappingRecord | null> {
+      check(schemas.volume, { volumeId });
       return (await mappings.getMapping(db, volumeId)) ?? null;
     },
     async dbAssignName(input: mappings.AssignNameInput) {
+      check(schemas.assignName, input);
       try {
         return await mappings.assignName(db, input);
       } catch (err) {
@@ -99,6 +189,7 @@ export function createControlActivities({ cloudstack, db }: ControlDeps) {
       }
     },
     async dbReleaseName(a: { volumeId: string; operationId: string }): Promise<boolean> {
+      check(schemas.releaseName, a);
       return mappings.releaseName(db, a.volumeId, a.operationId);
     },
     /**
@@ -111,6 +202,7 @@ export function createControlActivities({ cloudstack, db }: ControlDeps) {
       patch: mappings.MappingPatch;
       operationId: string;
     }): Promise<mappings.MappingRecord> {
+      check(schemas.updateMapping, a);
       try {
         return await mappings.updateMapping(db, a.volumeId, a.expectedVersion, a.patch, a.operationId);
       } catch (err) {
@@ -122,6 +214,7 @@ export function createControlActivities({ cloudstack, db }: ControlDeps) {
     },
     /** Compensation: put the recorded fields back as they were before this operation. */
     async dbRestoreMapping(a: { before: mappings.MappingRecord; operationId: string }): Promise<void> {
+      check(schemas.restoreMapping, a);
       const now = await mappings.getMapping(db, a.before.volumeId);
       if (!now) return;
       const patch: mappings.MappingPatch = {
@@ -134,26 +227,32 @@ export function createControlActivities({ cloudstack, db }: ControlDeps) {
       await mappings.updateMapping(db, now.volumeId, now.version, patch, a.operationId);
     },
     async dbClearStaleDevicePath(a: { devicePath: string; exceptVolumeId: string }): Promise<string[]> {
+      check(schemas.clearStaleDevicePath, a);
       return mappings.clearStaleDevicePath(db, a.devicePath, a.exceptVolumeId);
     },
     async dbDeleteMapping(a: { volumeId: string }): Promise<boolean> {
+      check(schemas.volume, a);
       await exportsDb.deleteExport(db, a.volumeId);
       return mappings.deleteMapping(db, a.volumeId);
     },
 
     // --- database: exports -----------------------------------------------------------------
     async dbGetExport(volumeId: string): Promise<exportsDb.ExportRecord | null> {
+      check(schemas.volume, { volumeId });
       return (await exportsDb.getExport(db, volumeId)) ?? null;
     },
     async dbUpsertExport(e: exportsDb.ExportRecord): Promise<void> {
+      check(schemas.upsertExport, e);
       await exportsDb.upsertExport(db, e);
     },
     async dbDeleteExport(a: { volumeId: string }): Promise<boolean> {
+      check(schemas.volume, a);
       return exportsDb.deleteExport(db, a.volumeId);
     },
 
     // --- audit trail -----------------------------------------------------------------------
     async auditOperationStart(o: ops.OperationStart): Promise<void> {
+      check(schemas.operationStart, o);
       await ops.recordOperationStart(db, o);
     },
     async auditOperationStatus(a: {
@@ -163,9 +262,11 @@ export function createControlActivities({ cloudstack, db }: ControlDeps) {
       error?: string | null;
       finished?: boolean;
     }): Promise<void> {
+      check(schemas.operationStatus, a);
       await ops.recordOperationStatus(db, a.operationId, a.status, a);
     },
     async auditStep(s: ops.StepRecord): Promise<void> {
+      check(schemas.step, s);
       await ops.recordStep(db, s);
     },
 
@@ -176,6 +277,7 @@ export function createControlActivities({ cloudstack, db }: ControlDeps) {
       applianceVmId: string;
       dryRun: boolean;
     }): Promise<number> {
+      check(schemas.reconStart, r);
       return reconcileDb.startReconcileRun(db, r);
     },
     /** Desired state (database) + CloudStack's view against the appliance's inventory. */
@@ -184,6 +286,7 @@ export function createControlActivities({ cloudstack, db }: ControlDeps) {
       inventory: PackedInventory;
       backend: 'nbdkit-dir' | 'nbd-server';
     }): Promise<Finding[]> {
+      check(schemas.reconCompare, a);
       const inventory = unpackInventory(a.inventory);
       const rows = await mappings.listMappings(db, { applianceVmId: a.applianceVmId });
       const exportRows = new Map(
@@ -217,6 +320,7 @@ export function createControlActivities({ cloudstack, db }: ControlDeps) {
     },
     /** Orphan check right before removal: does any row claim this persistent name now? */
     async dbNameInUse(name: string): Promise<boolean> {
+      check(schemas.nameInUse, { name });
       const [rows] = await db.query<RowDataPacket[]>(
         'SELECT 1 FROM device_mappings WHERE persistent_device_name = ? LIMIT 1',
         [name],
@@ -228,6 +332,7 @@ export function createControlActivities({ cloudstack, db }: ControlDeps) {
       status: 'completed' | 'failed';
       findings: reconcileDb.FindingOutcome[];
     }) {
+      check(schemas.reconFinish, a);
       await reconcileDb.finishReconcileRun(db, a.id, a.status, a.findings);
     },
   });

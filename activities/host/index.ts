@@ -1,10 +1,55 @@
 import { Context } from '@temporalio/activity';
-import type { DeviceCorrelator, DeviceMapperApi, DmTable, ResolvedDevice } from '../../src/device/types.js';
+import { z } from 'zod';
+import {
+  devicePathSchema,
+  dmTableSchema,
+  type DeviceCorrelator,
+  type DeviceMapperApi,
+  type DmTable,
+  type ResolvedDevice,
+} from '../../src/device/types.js';
 import type { ExportBackend, ProbeResult } from '../../src/nbd/types.js';
+import { exportSpecSchema, targetPathSchema } from '../../src/nbd/validation.js';
 import { packInventory, type PackedInventory } from '../../src/reconcile/inventory-codec.js';
 import { persistentNameSchema, exportNameSchema } from '../../src/domain/naming.js';
 import { withClassification } from '../failures.js';
 import { HostLock } from './lock.js';
+
+/**
+ * Inputs are checked on entry, as argument objects, so a refusal (a ZodError, which
+ * activities/failures.ts turns into a non-retryable InvalidInput) names the field — `name`,
+ * `devicePath`, `table.device` — and nothing has run yet: no dmsetup, no stat, no file access.
+ * The schemas transform nothing: each activity goes on with exactly the values it was given.
+ */
+const name = persistentNameSchema;
+const exportName = exportNameSchema;
+/** A virtio serial becomes part of a path (`/dev/disk/by-id/virtio-<serial>`): no `/`, no blanks. */
+const serial = z.string().regex(/^[A-Za-z0-9._:+-]{1,64}$/, 'must be 1 to 64 letters, digits or . _ : + -');
+const timeoutMs = z.number().int('must be an integer').min(0, 'must be at least 0');
+const sectors = z.number('must be a number').int('must be an integer').positive('must be positive');
+
+const nameArg = z.object({ name });
+const exportNameArg = z.object({ exportName });
+const schemas = {
+  correlate: z.object({
+    serial,
+    expectedSizeBytes: z.number().int('must be an integer').min(0, 'must be at least 0').optional(),
+    devicesBefore: z.array(z.string()).optional(),
+    timeoutMs,
+  }),
+  serial: z.object({ serial }),
+  waitGone: z.object({ serial, timeoutMs }),
+  name: nameArg,
+  linear: z.object({ name, devicePath: devicePathSchema }),
+  error: z.object({ name, sectors }),
+  table: z.object({ name, table: dmTableSchema }),
+  exportName: exportNameArg,
+  exportRemove: z.object({ exportName, onlyIfTarget: targetPathSchema.optional() }),
+};
+/** Parse, throwing the ZodError (named fields) on bad input; returns nothing on purpose. */
+function check(schema: z.ZodType, value: unknown): void {
+  schema.parse(value);
+}
 
 export interface HostDeps {
   correlator: DeviceCorrelator;
@@ -15,7 +60,6 @@ export interface HostDeps {
 /** Activities that must run on the appliance itself. They never touch the database. */
 export function createHostActivities({ correlator, dm, exports }: HostDeps) {
   const lock = new HostLock();
-  const name = (n: string) => persistentNameSchema.parse(n);
 
   return withClassification({
     async hostListDevices(): Promise<string[]> {
@@ -28,6 +72,7 @@ export function createHostActivities({ correlator, dm, exports }: HostDeps) {
       devicesBefore?: string[];
       timeoutMs: number;
     }): Promise<ResolvedDevice> {
+      check(schemas.correlate, a);
       const ctx = Context.current();
       ctx.heartbeat({ waitingFor: a.serial });
       return correlator.waitForDevice({
@@ -37,30 +82,38 @@ export function createHostActivities({ correlator, dm, exports }: HostDeps) {
       });
     },
     async hostFindBySerial(serial: string): Promise<ResolvedDevice | null> {
+      check(schemas.serial, { serial });
       return (await correlator.findBySerial(serial)) ?? null;
     },
     async hostWaitGone(a: { serial: string; timeoutMs: number }): Promise<void> {
+      check(schemas.waitGone, a);
       const ctx = Context.current();
       ctx.heartbeat();
       await correlator.waitForGone(a.serial, a.timeoutMs, ctx.cancellationSignal);
     },
     async hostDmTable(n: string): Promise<DmTable | null> {
-      return (await dm.info(name(n)))?.table ?? null;
+      check(schemas.name, { name: n });
+      return (await dm.info(n))?.table ?? null;
     },
     async hostDmInfo(n: string) {
-      return (await dm.info(name(n))) ?? null;
+      check(schemas.name, { name: n });
+      return (await dm.info(n)) ?? null;
     },
     async hostDmEnsureLinear(a: { name: string; devicePath: string }) {
-      return lock.run(() => dm.ensureLinear(name(a.name), a.devicePath));
+      check(schemas.linear, a);
+      return lock.run(() => dm.ensureLinear(a.name, a.devicePath));
     },
     async hostDmEnsureError(a: { name: string; sectors: number }) {
-      return lock.run(() => dm.ensureError(name(a.name), a.sectors));
+      check(schemas.error, a);
+      return lock.run(() => dm.ensureError(a.name, a.sectors));
     },
     async hostDmEnsureTable(a: { name: string; table: DmTable }) {
-      return lock.run(() => dm.ensureTable(name(a.name), a.table));
+      check(schemas.table, a);
+      return lock.run(() => dm.ensureTable(a.name, a.table));
     },
     async hostDmRemove(a: { name: string }) {
-      return lock.run(() => dm.remove(name(a.name)));
+      check(schemas.name, a);
+      return lock.run(() => dm.remove(a.name));
     },
     /**
      * Conflicts before mapping `devicePath` as `name`: other dm devices whose table points at the
@@ -69,6 +122,7 @@ export function createHostActivities({ correlator, dm, exports }: HostDeps) {
      * error target (never removed while open; reconciliation removes them once idle).
      */
     async hostResolveConflicts(a: { name: string; devicePath: string }): Promise<string[]> {
+      check(schemas.linear, a);
       return lock.run(async () => {
         const resolved: string[] = [];
         const mine = await dm.deviceNumber(a.devicePath);
@@ -86,7 +140,7 @@ export function createHostActivities({ correlator, dm, exports }: HostDeps) {
       });
     },
     async hostExportEnsure(a: { exportName: string; targetPath: string }) {
-      exportNameSchema.parse(a.exportName);
+      check(exportSpecSchema, a);
       const r = await lock.run(() => exports.ensure(a));
       return { ...r, backend: exports.kind, uri: exports.uriFor(a.exportName) };
     },
@@ -95,7 +149,7 @@ export function createHostActivities({ correlator, dm, exports }: HostDeps) {
      * path is removed: whatever else sits under the name was not made by this run.
      */
     async hostExportRemove(a: { exportName: string; onlyIfTarget?: string }) {
-      exportNameSchema.parse(a.exportName);
+      check(schemas.exportRemove, a);
       return lock.run(async () => {
         if (a.onlyIfTarget !== undefined) {
           const mine = (await exports.listConfigured()).some(
@@ -107,12 +161,15 @@ export function createHostActivities({ correlator, dm, exports }: HostDeps) {
       });
     },
     async hostExportConfigured(exportName: string): Promise<boolean> {
+      check(schemas.exportName, { exportName });
       return (await exports.listConfigured()).some((e) => e.exportName === exportName);
     },
     async hostExportProbe(exportName: string): Promise<ProbeResult> {
+      check(schemas.exportName, { exportName });
       return exports.probe(exportName);
     },
     async hostExportUri(exportName: string): Promise<string> {
+      check(schemas.exportName, { exportName });
       return exports.uriFor(exportName);
     },
     async hostExportsServed() {
@@ -151,6 +208,7 @@ export function createHostActivities({ correlator, dm, exports }: HostDeps) {
     },
     /** Remove an orphan dm device, but only if it is (still) not open: never pull a device from a client. */
     async hostRemoveIdleDm(a: { name: string }): Promise<'removed' | 'open' | 'gone'> {
+      check(schemas.name, a);
       return lock.run(async () => {
         const info = await dm.info(a.name);
         if (!info) return 'gone';

@@ -137,6 +137,16 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     },
   );
 
+  app.setNotFoundHandler((req, reply) =>
+    reply.status(404).send({
+      error: {
+        code: 'not_found',
+        message: `no route ${req.method} ${(req.url.split('?')[0] ?? '').slice(0, 200)}`,
+        fields: [],
+      },
+    }),
+  );
+
   const expected = Buffer.from(`Bearer ${deps.token}`);
   const requireToken = async (req: FastifyRequest) => {
     const got = Buffer.from(req.headers.authorization ?? '');

@@ -102,7 +102,8 @@ const op = (
       const req = {
         volumeId: volume,
         applianceVmId: appliance(o as { appliance?: string }),
-        ...(o.operationId ? { operationId: o.operationId } : {}),
+        // An empty --operation-id= is passed on (and refused as not a UUID), never dropped.
+        ...(o.operationId !== undefined ? { operationId: o.operationId } : {}),
         ...build(volume, o),
       };
       await report(

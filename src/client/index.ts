@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { WorkflowExecutionAlreadyStartedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { TypedSearchAttributes } from '@temporalio/common';
-import type { z } from 'zod';
+import { z } from 'zod';
+import { volumeId as volumeIdSchema } from '../domain/ids.js';
 import { diskIndexFromKey } from '../domain/naming.js';
 import {
   attachRequest,
@@ -88,6 +89,9 @@ function parse<S extends z.ZodType>(schema: S, input: unknown): z.output<S> {
   return r.data;
 }
 
+/** A volume named on its own (latest, operator): checked like the operations' `volumeId`. */
+const volumeRef = z.object({ volumeId: volumeIdSchema });
+
 export class VolumeLifecycleClient {
   private readonly prefix: string;
   private readonly correlationTimeoutMs: number;
@@ -141,7 +145,8 @@ export class VolumeLifecycleClient {
   }
 
   /** Handle of the latest operation on a volume (running or finished). */
-  async latest(volumeId: string): Promise<OperationHandle | undefined> {
+  async latest(volume: string): Promise<OperationHandle | undefined> {
+    const { volumeId } = parse(volumeRef, { volumeId: volume });
     const handle = this.opts.client.workflow.getHandle(volumeWorkflowId(volumeId));
     try {
       const d = await handle.describe();
@@ -154,7 +159,8 @@ export class VolumeLifecycleClient {
   }
 
   /** Abort a running operation (its completed steps are compensated), or answer a stuck one. */
-  async operator(volumeId: string, action: OperatorAction): Promise<string> {
+  async operator(volume: string, action: OperatorAction): Promise<string> {
+    const { volumeId } = parse(volumeRef, { volumeId: volume });
     const a = parse(operatorActionSchema, action);
     return this.opts.client.workflow
       .getHandle(volumeWorkflowId(volumeId))

@@ -17,7 +17,13 @@ import {
   parseTable,
   sameTable,
 } from './dm-parse.js';
-import type { DeviceMapperApi, DmDeviceInfo, DmTable } from './types.js';
+import {
+  devicePathSchema,
+  dmTableSchema,
+  type DeviceMapperApi,
+  type DmDeviceInfo,
+  type DmTable,
+} from './types.js';
 
 /** dm UUID prefix of the devices we create: ownership is explicit, never guessed from names. */
 export const DM_UUID_PREFIX = 'VOLLIFE-';
@@ -114,6 +120,11 @@ export class DeviceMapper implements DeviceMapperApi {
 
   async ensureLinear(name: string, devicePath: string) {
     validName(name);
+    const p = devicePathSchema.safeParse(devicePath);
+    if (!p.success)
+      throw new DmInvalidTableError(
+        `devicePath: ${p.error.issues[0]?.message ?? 'invalid'} (${JSON.stringify(devicePath).slice(0, 200)})`,
+      );
     const [device, sectors] = await Promise.all([this.deviceNumber(devicePath), this.sectorsOf(devicePath)]);
     return this.ensureTable(name, { kind: 'linear', sectors, device, offset: 0 });
   }
@@ -137,11 +148,11 @@ export class DeviceMapper implements DeviceMapperApi {
    */
   async ensureTable(name: string, table: DmTable): Promise<{ changed: boolean; previous?: DmTable }> {
     const n = validName(name);
-    const wanted = await this.normalise(table);
+    const wanted = await this.normalise(validTable(table));
     const current = await this.info(n);
     if (!current) {
       try {
-        await this.dmsetup(['create', n, '--uuid', DM_UUID_PREFIX + n], formatTable(wanted));
+        await this.dmsetup(['create', n, '--uuid', DM_UUID_PREFIX + n], tableText(wanted));
       } catch (err) {
         if (!(err instanceof DmBusyError)) throw err;
         // EBUSY from create: the name or the UUID is taken. The name → a retried attempt of
@@ -170,7 +181,7 @@ export class DeviceMapper implements DeviceMapperApi {
     }
     await this.cancelDeferredRemove(n);
     if (!same) {
-      await this.dmsetup(['reload', n], formatTable(wanted));
+      await this.dmsetup(['reload', n], tableText(wanted));
     } else if (current.inactiveTable) {
       await this.dmsetup(['clear', n]);
     }
@@ -230,6 +241,39 @@ export class DeviceMapper implements DeviceMapperApi {
       return { ...t, device: await this.deviceNumber(t.device) };
     return t;
   }
+}
+
+/** A table the caller may load (types.ts `dmTableSchema`): refused before anything runs. */
+function validTable(table: DmTable): DmTable {
+  const r = dmTableSchema.safeParse(table);
+  if (!r.success) {
+    const issue = r.error.issues[0];
+    throw new DmInvalidTableError(
+      `table.${issue?.path.join('.') || 'kind'}: ${issue?.message ?? 'invalid'} (${JSON.stringify(table).slice(0, 200)})`,
+    );
+  }
+  return table;
+}
+
+/**
+ * The text handed to dmsetup. Defence in depth over `validTable`: a linear or error table is
+ * one line, and none of its fields may carry a blank or a newline, which would add arguments or
+ * whole segments to what dm loads.
+ */
+function tableText(table: DmTable): string {
+  const t = validTable(table);
+  if (t.kind !== 'other') {
+    for (const [field, value] of Object.entries(t)) {
+      if (/\s/.test(String(value)))
+        throw new DmInvalidTableError(
+          `table.${field}: must not contain blanks or newlines (${JSON.stringify(value)})`,
+        );
+    }
+  }
+  const text = formatTable(t);
+  if (t.kind !== 'other' && text.indexOf('\n') !== text.length - 1)
+    throw new DmInvalidTableError(`table: must be one line, got ${JSON.stringify(text)}`);
+  return text;
 }
 
 function validName(name: string): string {

@@ -1,3 +1,6 @@
+import { z } from 'zod';
+import { targetPathSchema } from '../nbd/validation.js';
+
 /**
  * Narrow interfaces of the appliance's device layer. Implementations drive real tools
  * (sysfs, dmsetup, blockdev) through execa with argument arrays; every method is idempotent
@@ -44,6 +47,59 @@ export type DmTable =
   | { kind: 'linear'; sectors: number; device: string; offset: number }
   | { kind: 'error'; sectors: number }
   | { kind: 'other'; sectors: number; raw: string };
+
+/**
+ * A block device path as the device layer is handed one: `/dev/vdb` from correlation (under
+ * DEV_ROOT, so not necessarily `/dev`), `/dev/loop0` in the lab. Absolute, normalised, no `..`,
+ * no blanks or control characters, from the same conservative alphabet as export targets: it
+ * becomes a `stat`/`blockdev` argument and may be written into a dm table.
+ */
+export const DEVICE_PATH_MAX = 255;
+export const devicePathSchema = targetPathSchema
+  .refine((p) => p.length <= DEVICE_PATH_MAX, `must be at most ${DEVICE_PATH_MAX} characters`)
+  .refine((p) => p !== '/', 'must name a device, not "/"');
+
+/** `major:minor` in decimal, as dm prints a device in a table (`254:16`). */
+const MAJOR_MINOR = /^\d{1,10}:\d{1,10}$/;
+/** One segment of a raw table: `<start> <length> <target> [args…]`, printable ASCII only. */
+const RAW_TABLE_LINE = /^\d+ +\d+ +[a-z][a-z0-9_-]* *( [!-~]+ *)*$/;
+
+const sectorsSchema = z
+  .number('must be a number')
+  .int('must be an integer')
+  .positive('must be a positive number of sectors');
+
+/**
+ * A table the device layer may load. Every field lands in the text dmsetup reads, one line per
+ * segment, so none may carry a blank or a newline: a `device` like `254:16 0\n2048 2048 linear 8:0`
+ * would otherwise add a segment of the caller's choosing. `other` (a table read back from dm,
+ * restored by a compensation) is checked line by line.
+ */
+export const dmTableSchema: z.ZodType<DmTable> = z.discriminatedUnion('kind', [
+  z.object({
+    kind: z.literal('linear'),
+    sectors: sectorsSchema,
+    device: z
+      .string()
+      .refine(
+        (d) => MAJOR_MINOR.test(d) || devicePathSchema.safeParse(d).success,
+        'must be "major:minor" (like 254:16) or an absolute device path (like /dev/vdb)',
+      ),
+    offset: z.number('must be a number').int('must be an integer').min(0, 'must be at least 0'),
+  }),
+  z.object({ kind: z.literal('error'), sectors: sectorsSchema }),
+  z.object({
+    kind: z.literal('other'),
+    sectors: z.number('must be a number').int('must be an integer').min(0, 'must be at least 0'),
+    raw: z
+      .string()
+      .max(64 * 1024, 'must be at most 64 KiB')
+      .refine((raw) => {
+        const lines = raw.replace(/\n$/, '').split('\n');
+        return lines.length > 0 && lines.every((l) => RAW_TABLE_LINE.test(l));
+      }, 'must be dm table lines "<start> <length> <target> [args]" of printable characters'),
+  }),
+]);
 
 export interface DmDeviceInfo {
   name: string;

@@ -47,18 +47,36 @@ export function cleanVmName(vmName: string): string {
 
 /**
  * VMware virtual disk keys start at 2000 on the first controller (2000 = unit 0, 2001 = unit 1,
- * … 2015, 2016 = next controller). The disk index is `key - 2000`, parsed as a number: the old
- * daemon trimmed the text `disk-200`, which turned `disk-2010` into `10`→`0` style mistakes.
- * Accepts `2010`, `"2010"` or `"disk-2010"`.
+ * … 2015, 2016 = next controller) and run to 3024 (4 controllers × 16 units × 16). The disk
+ * index is `key - 2000`, parsed as a number: the old daemon trimmed the text `disk-200`, which
+ * turned `disk-2010` into `10`→`0` style mistakes.
  */
+export const DISK_KEY_FIRST = 2000;
+export const DISK_KEY_LAST = DISK_KEY_FIRST + 4 * 16 * 16;
+/** Largest disk index (`DISK_KEY_LAST - DISK_KEY_FIRST`). */
+export const DISK_INDEX_MAX = DISK_KEY_LAST - DISK_KEY_FIRST;
+
+/**
+ * The number a disk key stands for: `2010`, `"2010"` or `"disk-2010"` → 2010; anything else
+ * (other text, other types) → undefined. No range check: see `diskIndexFromKey`.
+ */
+export function diskKeyNumber(key: unknown): number | undefined {
+  if (typeof key === 'number') return key;
+  if (typeof key !== 'string') return undefined;
+  const m = /^(?:disk-)?(\d{1,9})$/.exec(key);
+  return m ? Number(m[1]) : undefined;
+}
+
+/** Accepts `2010`, `"2010"` or `"disk-2010"` from 2000 to 3024; returns the disk index. */
 export function diskIndexFromKey(key: number | string): number {
-  const text = String(key).trim();
-  const m = /^(?:disk-)?(\d{1,9})$/.exec(text);
-  if (!m)
+  const n = diskKeyNumber(typeof key === 'string' ? key.trim() : key);
+  if (n === undefined || !Number.isSafeInteger(n))
     throw new RangeError(`diskKey ${JSON.stringify(key)} is not a VMware disk key like 2000 or "disk-2000"`);
-  const n = Number(m[1]);
-  if (n < 2000) throw new RangeError(`diskKey ${n} is below 2000, the first VMware virtual disk key`);
-  return n - 2000;
+  if (n < DISK_KEY_FIRST)
+    throw new RangeError(`diskKey ${n} is below ${DISK_KEY_FIRST}, the first VMware virtual disk key`);
+  if (n > DISK_KEY_LAST)
+    throw new RangeError(`diskKey ${n} is above ${DISK_KEY_LAST}, the last VMware virtual disk key`);
+  return n - DISK_KEY_FIRST;
 }
 
 /** The name a (VM, disk) pair asks for first: `pgtest3disk0`. */

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { applianceVmId, uuid, vmId, volumeId } from './ids.js';
+import { DISK_INDEX_MAX, DISK_KEY_FIRST, DISK_KEY_LAST, diskKeyNumber } from './naming.js';
 
 /**
  * Inputs of the five volume operations, validated with zod wherever they cross a boundary
@@ -20,14 +21,24 @@ export const sourceVmName = z
   )
   .refine((s) => s !== '.' && s !== '..' && !s.includes('..'), 'must not contain ".."');
 
-export const diskKey = z.union([
-  z
-    .number()
-    .int()
-    .min(2000)
-    .max(2000 + 4 * 16 * 16),
-  z.string().regex(/^(disk-)?\d{4,5}$/, 'must be a VMware disk key like 2000 or "disk-2000"'),
-]);
+/** What every disk-key refusal says: the accepted forms and the range. */
+const DISK_KEY_RULE = `must be a VMware disk key from ${DISK_KEY_FIRST} to ${DISK_KEY_LAST}, like ${DISK_KEY_FIRST} or "disk-${DISK_KEY_FIRST}"`;
+
+/**
+ * A VMware disk key as a number (`2000`) or text (`"2000"`, `"disk-2000"`); either way the
+ * number must be an integer from 2000 to 3024, the keys VMware gives virtual disks.
+ */
+export const diskKey = z.union([z.number(), z.string()], { error: DISK_KEY_RULE }).refine((k) => {
+  const n = diskKeyNumber(k);
+  return n !== undefined && Number.isSafeInteger(n) && n >= DISK_KEY_FIRST && n <= DISK_KEY_LAST;
+}, DISK_KEY_RULE);
+
+/** Disk index as the workflows and the database carry it: `diskKey - 2000`, 0 to 1024. */
+export const diskIndex = z
+  .number()
+  .int('must be an integer')
+  .min(0, 'must be at least 0')
+  .max(DISK_INDEX_MAX, `must be at most ${DISK_INDEX_MAX}`);
 
 const common = {
   /** Idempotency key: a retried request with the same key never starts a second operation. */

@@ -29,8 +29,12 @@ export const exportSpecSchema = z.object({
   targetPath: targetPathSchema,
 });
 
-/** A rejected input; `field` names what was wrong (`exportName`, `targetPath`, `port`, …). */
+/**
+ * A rejected input; `field` names what was wrong (`exportName`, `targetPath`, `port`, …).
+ * Never retryable: the same input fails the same way (activities/failures.ts reads `retryable`).
+ */
 export class NbdValidationError extends Error {
+  readonly retryable = false;
   constructor(
     public readonly field: string,
     public readonly detail: string,

@@ -782,7 +782,7 @@ function controlCases(mappedVolume: string): ActivityCase<ControlActs>[] {
     add(`csDelete volumeId=${s}`, 'volumeId', (a) => a.csDelete({ volumeId: id }));
     for (const field of ['volumeId', 'applianceVmId', 'operationId'])
       add(`dbAssignName ${field}=${s}`, field, (a) => a.dbAssignName(assign({ [field]: id })));
-    add(`dbUpdateMapping targetVmId=${s}`, 'targetVmId', (a) =>
+    add(`dbUpdateMapping targetVmId=${s}`, 'patch.targetVmId', (a) =>
       a.dbUpdateMapping({
         volumeId: mappedVolume,
         expectedVersion: 1,
@@ -799,7 +799,7 @@ function controlCases(mappedVolume: string): ActivityCase<ControlActs>[] {
     add(`dbAssignName diskIndex=${i}`, 'diskIndex', (a) => a.dbAssignName(assign({ diskIndex: i })));
   for (const size of BAD_SIZES) {
     add(`dbAssignName sizeBytes=${size}`, 'sizeBytes', (a) => a.dbAssignName(assign({ sizeBytes: size })));
-    add(`dbUpdateMapping sizeBytes=${size}`, 'sizeBytes', (a) =>
+    add(`dbUpdateMapping sizeBytes=${size}`, 'patch.sizeBytes', (a) =>
       a.dbUpdateMapping({
         volumeId: mappedVolume,
         expectedVersion: 1,
@@ -809,7 +809,7 @@ function controlCases(mappedVolume: string): ActivityCase<ControlActs>[] {
     );
   }
   for (const p of BAD_DEVICE_PATHS) {
-    add(`dbUpdateMapping devicePath=${show(p)}`, 'devicePath', (a) =>
+    add(`dbUpdateMapping devicePath=${show(p)}`, 'patch.devicePath', (a) =>
       a.dbUpdateMapping({
         volumeId: mappedVolume,
         expectedVersion: 1,
