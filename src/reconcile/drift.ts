@@ -254,7 +254,9 @@ export function computeDrift(
       subject: 'nbd-server',
       decision: 'report',
       remedy:
-        'the NBD server did not answer an export listing: start it (systemctl start, or the backend supervisor)',
+        opts.backend === 'nbd-server'
+          ? 'nbd-server did not answer an export listing: start it (systemctl start nbd-server)'
+          : 'nbdkit did not answer an export listing: restart the appliance host worker, whose supervisor starts nbdkit on the exports directory',
     });
   } else {
     for (const name of served) {
@@ -267,7 +269,7 @@ export function computeDrift(
         remedy:
           opts.backend === 'nbd-server'
             ? `nbd-server still holds ${name} in memory (SIGHUP never removes exports): only a restart drops it — run the backend's safe restart when no replication job is connected`
-            : `the server lists ${name} without a config entry: restart the NBD server`,
+            : `nbdkit lists ${name} but the exports directory has no link for it: if a plain file or device node of that name sits in the directory, remove it; otherwise the server on the port is not serving our exports directory — stop it and restart the host worker`,
       });
     }
   }

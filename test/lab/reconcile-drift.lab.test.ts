@@ -335,7 +335,7 @@ test('the NBD server down is reported; started again by the backend supervisor, 
     // With no listing there is nothing to compare exports against: only the server is reported.
     assert.deepEqual(kinds(r), ['nbd-server-down:reported']);
     const f = only(r, 'nbd-server-down');
-    assert.match(f.remedy, /did not answer an export listing: start it/);
+    assert.match(f.remedy, /nbdkit did not answer an export listing: restart the appliance host worker/);
     assert.equal(await recordedRemedy(r, 'nbd-server-down'), f.remedy);
     assert.equal(await deviceLayer(), before, 'reported only: nothing touched');
 
@@ -393,7 +393,10 @@ test('an nbdkit serving another directory: configured exports not served and a s
     }
     const stale = only(r, 'served-stale');
     assert.equal(stale.subject, 'migration-vol-olddisk1');
-    assert.match(stale.remedy, /lists migration-vol-olddisk1 without a config entry: restart the NBD server/);
+    assert.match(
+      stale.remedy,
+      /nbdkit lists migration-vol-olddisk1 but the exports directory has no link for it/,
+    );
     assert.equal(await recordedRemedy(r, 'served-stale'), stale.remedy);
     assert.ok(await recordedRemedy(r, 'export-not-served'));
     assert.equal(await deviceLayer(), before, 'reported only: nothing touched');
