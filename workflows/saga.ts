@@ -121,12 +121,16 @@ export class Saga {
       this.progress.currentStep = null;
       upsertSearchAttributes([{ key: SA.SagaStep, value: 'done' }]);
       setCurrentDetails(`${this.type} completed`);
-      await this.acts.audit.auditOperationStatus({
-        operationId: this.ctx.operationId,
-        status: 'completed',
-        response: result,
-        finished: true,
-      });
+      // Non-cancellable: an operation that finished (e.g. past its pivot) while a cancel was
+      // pending is completed, and recorded so — not turned into a cancel by its audit write.
+      await CancellationScope.nonCancellable(() =>
+        this.acts.audit.auditOperationStatus({
+          operationId: this.ctx.operationId,
+          status: 'completed',
+          response: result,
+          finished: true,
+        }),
+      );
       return result;
     } catch (err) {
       const failedStep = this.progress.currentStep ?? 'start';
