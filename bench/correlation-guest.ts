@@ -7,9 +7,10 @@
 //                                 {op:'resolved', serial, who, t, kernelName, method}
 //   {op:'plugged', serial}      start the "poll from the attach" waiter (the host has just
 //                               hot-plugged the disk)
-//   {op:'kmsg', kernelName}     → {op:'kmsg', t, calErrMs}: when the kernel logged the disk
-//                                 (virtio_blk's "[vdX] N 512-byte logical blocks" line), on the
-//                                 same clock as the resolutions
+//   {op:'kmsg', kernelName}     → {op:'kmsg', t, calErrMs, devT}: when the kernel logged the
+//                                 disk (virtio_blk's "[vdX] N 512-byte logical blocks" line,
+//                                 mapped to the same clock as the resolutions), and when
+//                                 /dev/vdX appeared (an inotify watch on /dev, no polling)
 // Waiters for one serial, all started before the hot-plug and all in this process:
 //   ours       SysfsCorrelator.waitForDevice with the product's defaults (fs watch on /dev and
 //              /dev/disk/by-id, 50 ms safety poll of /sys/block)
@@ -19,6 +20,7 @@
 //   attach1s   a loop started when the host says the disk was plugged: scan at once, then every 1 s
 //              (an "attach, then poll" daemon)
 import { execFile } from 'node:child_process';
+import { existsSync, watch } from 'node:fs';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { promisify } from 'node:util';
@@ -39,6 +41,19 @@ async function scan(): Promise<Map<string, string>> {
   }
   return bySerial;
 }
+
+// When devtmpfs made each /dev/vdX node (inotify, no polling): a reference for our reaction time.
+const devNodeAt = new Map<string, number>();
+watch('/dev', (_event, name) => {
+  // The first event after the arm (udev's later chmod/chown of the node also raises events).
+  if (
+    typeof name === 'string' &&
+    /^vd[a-z]+$/.test(name) &&
+    !devNodeAt.has(name) &&
+    existsSync(`/dev/${name}`)
+  )
+    devNodeAt.set(name, now());
+});
 
 type Found = (who: string, kernelName: string, method: string) => void;
 const wanted = new Map<string, Found>();
@@ -96,6 +111,7 @@ const server = net.createServer((sock) => {
       if (m.op === 'ping') send({ op: 'pong', t: now() });
       else if (m.op === 'arm') {
         const serial = m.serial!;
+        devNodeAt.clear();
         const done = new Set<string>();
         const found: Found = (who, kernelName, method) => {
           const t = now();
@@ -114,7 +130,9 @@ const server = net.createServer((sock) => {
         const f = wanted.get(m.serial!);
         if (f) void pollFromAttach(m.serial!, f);
       } else if (m.op === 'kmsg') {
-        void kernelAppearance(m.kernelName!).then((r) => send({ op: 'kmsg', ...r }));
+        void kernelAppearance(m.kernelName!).then((r) =>
+          send({ op: 'kmsg', ...r, devT: devNodeAt.get(m.kernelName!) ?? null }),
+        );
       }
     }
   });

@@ -150,9 +150,11 @@ const deps = main.deps;
 // The attach steps called directly, in one process, with the same activity functions.
 const ctl = createControlActivities({ cloudstack: cs, db: pool });
 const hst = createHostActivities(deps);
-const env = new MockActivityEnvironment();
 async function directAttach(volumeId: string, vm: string, disk: number): Promise<void> {
   const operationId = randomUUID();
+  // A fresh activity context per attach, as a worker gives each activity its own (a shared one
+  // collects csAttach's abort listeners: MaxListenersExceededWarning after 10 attaches).
+  const env = new MockActivityEnvironment();
   const run = <A extends unknown[], R>(fn: (...a: A) => Promise<R>, ...a: A): Promise<R> =>
     env.run(fn, ...a) as Promise<R>;
   const now = () => new Date().toISOString();
