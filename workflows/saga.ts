@@ -1,6 +1,7 @@
 import {
   ApplicationFailure,
   CancellationScope,
+  CancelledFailure,
   condition,
   defineQuery,
   defineUpdate,
@@ -46,6 +47,7 @@ export class Saga {
   private decision: OperatorAction | undefined;
   private readonly forward = new CancellationScope();
   private abortReason: string | undefined;
+  private pivoted = false;
 
   constructor(
     private readonly ctx: WorkflowContext,
@@ -117,6 +119,10 @@ export class Saga {
     });
     try {
       const result = await this.forward.run(body);
+      // A cancel that arrived while the last step was in flight still undoes the operation —
+      // unless it passed its pivot, after which it is finished forward.
+      if (this.forward.consideredCancelled && !this.pivoted)
+        throw new CancelledFailure('cancelled while the last step was in flight');
       this.progress.state = 'completed';
       this.progress.currentStep = null;
       upsertSearchAttributes([{ key: SA.SagaStep, value: 'done' }]);
@@ -199,6 +205,7 @@ export class Saga {
   /** After this point nothing is compensated (e.g. the volume is deleted in CloudStack). */
   pivot(): void {
     this.compensations.length = 0;
+    this.pivoted = true;
   }
 
   describe(attrs: { persistentName?: string; vmName?: string }): void {

@@ -11,7 +11,7 @@ import { STEPS } from '../support/saga-steps.js';
  * Durability on real parts. The worker that runs a step is killed with SIGKILL — the appliance's
  * host worker for device steps, the control worker (a separate process here, running the
  * workflows too) for CloudStack and database steps — right after the step has acted and before
- * it could report (a crash-after failpoint), at every step of attach, failover and failback. A
+ * it could report (a crash-after failpoint), at every step of every saga. A
  * new worker starts; the operation finishes correctly and every component agrees.
  */
 let s: LabStack;
@@ -64,8 +64,10 @@ test('kill -9 of the host worker mid-correlation: the attach still completes, st
 let n = 0;
 const base = () => ({ applianceVmId: s.applianceVmId });
 
-for (const saga of ['attach', 'failover', 'failback'] as const) {
-  for (const [step, activityType] of STEPS[saga]) {
+const CRASH_STEPS = { ...STEPS, delete: [...STEPS.delete, ['remove-rows', 'dbDeleteMapping']] };
+
+for (const saga of ['attach', 'detach', 'failover', 'failback', 'delete'] as const) {
+  for (const [step, activityType] of CRASH_STEPS[saga]) {
     const worker = activityType.startsWith('host') ? 'host' : 'control';
     test(`${saga}: kill -9 of the ${worker} worker right after "${step}" acted — the ${saga} completes`, async () => {
       const volumeId = await s.createVolume();
@@ -81,6 +83,8 @@ for (const saga of ['attach', 'failover', 'failback'] as const) {
         attach: () => s.volumes.attach(attach),
         failover: () => s.volumes.failover({ ...base(), volumeId, targetVmId: s.targetVmId }),
         failback: () => s.volumes.failback({ ...base(), volumeId }),
+        detach: () => s.volumes.detach({ ...base(), volumeId }),
+        delete: () => s.volumes.delete({ ...base(), volumeId }),
       }[saga]();
       if (worker === 'host') {
         await s.waitHostWorkerDead();
@@ -95,6 +99,18 @@ for (const saga of ['attach', 'failover', 'failback'] as const) {
       if (saga === 'failover') {
         assert.equal(after.attachedTo, s.targetVmId);
         assert.deepEqual([after.row?.location, after.dmKind], ['target', 'error']);
+      } else if (saga === 'detach') {
+        assert.equal(after.attachedTo, null);
+        assert.deepEqual([after.row?.location, after.dmKind], ['detached', 'error']);
+      } else if (saga === 'delete') {
+        assert.deepEqual(after, {
+          ...after,
+          exists: false,
+          row: null,
+          export: null,
+          dmKind: null,
+          served: [],
+        });
       } else {
         assert.equal(after.attachedTo, s.applianceVmId);
         assert.deepEqual([after.row?.location, after.dmKind], ['appliance', 'linear']);
