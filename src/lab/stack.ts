@@ -11,7 +11,7 @@ import { CloudStackClient } from '../cloudstack/client.js';
 import { startSimulator, type HypervisorBackend } from '../cloudstack-sim/index.js';
 import { localRunner } from '../device/exec.js';
 import { listExports } from '../nbd/nbdinfo.js';
-import { FileTargetHypervisor, QmpHypervisor, startLab, type Lab } from './index.js';
+import { FileTargetHypervisor, QmpHypervisor, startLab, type GuestProcess, type Lab } from './index.js';
 import { connectClient } from '../temporal/connection.js';
 import { Failpoints } from '../worker/failpoints.js';
 import { createControlWorker } from '../worker/workers.js';
@@ -124,7 +124,7 @@ export async function startLabStack(opts: LabStackOptions): Promise<LabStack> {
     });
 
     // The host worker runs inside the appliance, on the real kernel.
-    const spawnHostWorker = async () => {
+    const spawnHostWorker = async (attempt = 1): Promise<GuestProcess> => {
       const p = await lab.spawnInGuest(['node', '--import', 'tsx', 'src/worker/host-main.ts'], {
         cwd: ROOT,
         env: {
@@ -140,7 +140,17 @@ export async function startLabStack(opts: LabStackOptions): Promise<LabStack> {
           FAILPOINTS_DIR: hostFailpoints.dir,
         },
       });
-      await p.waitForLog(/host worker ready/, 240_000);
+      try {
+        await p.waitForLog(/host worker ready/, 240_000);
+      } catch (err) {
+        // Node under TCG emulation has been seen to die of SIGSEGV at start-up, rarely (exit 139,
+        // empty log): a fault of the emulated CPU, not of our code. Start it once more.
+        if (attempt < 2 && /exited \(139\)/.test(String(err))) {
+          console.error(`lab: the guest's node crashed at start-up (SIGSEGV); starting it again`);
+          return spawnHostWorker(attempt + 1);
+        }
+        throw err;
+      }
       return p;
     };
     let guestWorker = await spawnHostWorker();
