@@ -81,11 +81,10 @@ export async function deleteVolume(input: DeleteInput): Promise<OperationResult>
       );
     }
 
-    if (volume) {
-      await saga.step('cloudstack-delete', () => control.csDelete({ volumeId: input.volumeId }));
-      saga.pivot();
-    }
-    // Past the pivot a cancel is too late: the delete is finished forward, never half-left.
+    if (volume) await saga.step('cloudstack-delete', () => control.csDelete({ volumeId: input.volumeId }));
+    // The pivot: the CloudStack delete or, for a volume CloudStack no longer has, removing its
+    // rows. A cancel is too late from here: the delete is finished forward, never half-left.
+    saga.pivot();
     await CancellationScope.nonCancellable(() =>
       saga.step('remove-rows', () => control.dbDeleteMapping({ volumeId: input.volumeId })),
     );
