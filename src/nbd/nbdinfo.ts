@@ -156,7 +156,10 @@ export async function waitUntilListing(
   let last: string;
   for (;;) {
     try {
-      const served = await listExports(ep, { ...opts, timeoutMs: Math.min(opts.timeoutMs ?? 5_000, 5_000) });
+      const served = await listExports(ep, {
+        ...opts,
+        timeoutMs: Math.min(opts.timeoutMs ?? 15_000, 15_000),
+      });
       if (!opts.until || opts.until(served)) return served;
       last = `listing did not match yet: ${served.map((s) => s.exportName).join(', ')}`;
     } catch (e) {

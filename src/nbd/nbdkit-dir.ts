@@ -180,7 +180,7 @@ export class NbdkitSupervisor {
     if (running !== undefined) {
       await waitUntilListing(this.ep, {
         runner: this.runner,
-        deadlineMs: this.opts.readyTimeoutMs ?? 10_000,
+        deadlineMs: this.opts.readyTimeoutMs ?? 30_000,
       });
       return { pid: running, started: false };
     }
@@ -211,7 +211,7 @@ export class NbdkitSupervisor {
     const thePid = pid;
     await waitUntilListing(this.ep, {
       runner: this.runner,
-      deadlineMs: this.opts.readyTimeoutMs ?? 10_000,
+      deadlineMs: this.opts.readyTimeoutMs ?? 30_000,
       stillAlive: () => isAlive(this.runner, thePid),
     });
     this.log?.info({ pid: thePid, port: this.opts.port, exportsDir: this.opts.exportsDir }, 'nbdkit started');

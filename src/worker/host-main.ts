@@ -20,7 +20,10 @@ const exports = createExports(cfg);
 if (exports.supervisor && cfg.NBD_MANAGE_SERVER)
   await exports.supervisor.start().catch((err: Error) => {
     // nbd-server will not start with no exports at all; it starts with the first ensure.
-    if (err.name !== 'NbdServerNoExportsError') throw err;
+    if (err.name === 'NbdServerNoExportsError') return;
+    // The device activities must still run (detach, failover, delete need no NBD server):
+    // serve them, and let reconciliation report the server (nbd-server-down) with its remedy.
+    logger.error({ err: err.message }, 'NBD server not ready at start; serving device activities anyway');
   });
 
 const connection = await NativeConnection.connect({ address: cfg.TEMPORAL_ADDRESS });
