@@ -1,17 +1,18 @@
 /** Every step of every saga, and the activity whose fault makes that step fail. */
 export type Saga = 'attach' | 'detach' | 'failover' | 'failback' | 'delete';
+/** The steps attach and failback share (workflows/volume-steps.ts bringToAppliance). */
+const BRING_TO_APPLIANCE: [step: string, activity: string][] = [
+  ['cloudstack-attach', 'csAttach'],
+  ['correlate', 'hostCorrelate'],
+  ['resolve-conflicts', 'dbClearStaleDevicePath'],
+  ['dm-map', 'hostDmEnsureLinear'],
+  ['record-mapping', 'dbUpdateMapping'],
+  ['ensure-export', 'dbUpsertExport'],
+];
+
 /** Each step, and the activity whose fault makes it fail (the last one the step calls). */
 export const STEPS: Record<Saga, [step: string, activity: string][]> = {
-  attach: [
-    ['validate', 'csGetVolume'],
-    ['assign-name', 'dbAssignName'],
-    ['cloudstack-attach', 'csAttach'],
-    ['correlate', 'hostCorrelate'],
-    ['resolve-conflicts', 'dbClearStaleDevicePath'],
-    ['dm-map', 'hostDmEnsureLinear'],
-    ['record-mapping', 'dbUpdateMapping'],
-    ['ensure-export', 'dbUpsertExport'],
-  ],
+  attach: [['validate', 'csGetVolume'], ['assign-name', 'dbAssignName'], ...BRING_TO_APPLIANCE],
   detach: [
     ['validate', 'csGetVolume'],
     ['dm-error', 'hostDmEnsureError'],
@@ -25,16 +26,7 @@ export const STEPS: Record<Saga, [step: string, activity: string][]> = {
     ['cloudstack-attach-target', 'csAttach'],
     ['record-location', 'dbUpdateMapping'],
   ],
-  failback: [
-    ['validate', 'csGetVolume'],
-    ['cloudstack-detach-target', 'csDetach'],
-    ['cloudstack-attach', 'csAttach'],
-    ['correlate', 'hostCorrelate'],
-    ['resolve-conflicts', 'dbClearStaleDevicePath'],
-    ['dm-map', 'hostDmEnsureLinear'],
-    ['record-mapping', 'dbUpdateMapping'],
-    ['ensure-export', 'dbUpsertExport'],
-  ],
+  failback: [['validate', 'csGetVolume'], ['cloudstack-detach-target', 'csDetach'], ...BRING_TO_APPLIANCE],
   delete: [
     ['validate', 'dbGetExport'],
     ['remove-export', 'dbDeleteExport'],
