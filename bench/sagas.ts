@@ -38,7 +38,7 @@ import { createPool, dropDatabase, ensureDatabase } from '../src/db/pool.js';
 import { NbdkitDirBackend } from '../src/nbd/nbdkit-dir.js';
 import { connectClient } from '../src/temporal/connection.js';
 import { createControlWorker, createHostWorker } from '../src/worker/workers.js';
-import { MemoryDmRunner, SysfsTreeHypervisor } from './host-stand-in.js';
+import { MemoryDmRunner, SysfsTreeHypervisor } from '../test/support/host-stand-in.js';
 
 Runtime.install({ logger: new DefaultLogger('ERROR') });
 const overheadRuns = Number(process.argv[2] ?? process.env.BENCH_OVERHEAD_RUNS ?? 30);

@@ -27,7 +27,8 @@ export function activitiesFor(ctx: WorkflowContext) {
   const control = proxyActivities<ControlActivities>({
     cancellationType,
     startToCloseTimeout: '3 minutes',
-    heartbeatTimeout: '30 seconds',
+    // The control worker heartbeats while any activity runs: a dead one is noticed in seconds.
+    heartbeatTimeout: '10 seconds',
     retry: {
       initialInterval: '500 ms',
       backoffCoefficient: 2,

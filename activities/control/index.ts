@@ -13,6 +13,7 @@ import { diskIndex, OPERATION_TYPES, sourceVmName } from '../../src/domain/opera
 import { targetPathSchema } from '../../src/nbd/validation.js';
 import { computeDrift, type DesiredVolume, type Finding } from '../../src/reconcile/drift.js';
 import { unpackInventory, type PackedInventory } from '../../src/reconcile/inventory-codec.js';
+import { heartbeatWith } from '../../src/worker/heartbeat.js';
 import { permanent, withClassification } from '../failures.js';
 
 export interface ControlDeps {
@@ -45,9 +46,9 @@ function jobOptions() {
     resumeJobId: previous,
     onJobStarted: (jobId: string) => {
       jobStarted = true;
-      ctx.heartbeat({ jobId } satisfies JobHeartbeat);
+      heartbeatWith(ctx, { jobId } satisfies JobHeartbeat);
     },
-    onPoll: (jobId: string) => ctx.heartbeat({ jobId } satisfies JobHeartbeat),
+    onPoll: (jobId: string) => heartbeatWith(ctx, { jobId } satisfies JobHeartbeat),
     signal: beforeJob.signal,
   };
 }

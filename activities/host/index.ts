@@ -12,6 +12,7 @@ import type { ExportBackend, ProbeResult } from '../../src/nbd/types.js';
 import { exportSpecSchema, targetPathSchema } from '../../src/nbd/validation.js';
 import { packInventory, type PackedInventory } from '../../src/reconcile/inventory-codec.js';
 import { persistentNameSchema, exportNameSchema } from '../../src/domain/naming.js';
+import { heartbeatWith } from '../../src/worker/heartbeat.js';
 import { withClassification } from '../failures.js';
 import { HostLock } from './lock.js';
 
@@ -74,10 +75,10 @@ export function createHostActivities({ correlator, dm, exports }: HostDeps) {
     }): Promise<ResolvedDevice> {
       check(schemas.correlate, a);
       const ctx = Context.current();
-      ctx.heartbeat({ waitingFor: a.serial });
+      heartbeatWith(ctx, { waitingFor: a.serial });
       return correlator.waitForDevice({
         ...a,
-        onWaiting: (elapsedMs, seen) => ctx.heartbeat({ waitingFor: a.serial, elapsedMs, seen }),
+        onWaiting: (elapsedMs, seen) => heartbeatWith(ctx, { waitingFor: a.serial, elapsedMs, seen }),
         signal: ctx.cancellationSignal,
       });
     },

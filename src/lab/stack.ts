@@ -1,5 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -45,12 +45,12 @@ export interface LabStack {
   volumeDir: string;
   /** Wrap the appliance's hypervisor (fault injection at the hot-plug level). */
   hypervisorOverride: { wrap?: (inner: HypervisorBackend) => HypervisorBackend };
-  /** kill -9 the appliance's host worker and start a new one (crash tests). */
+  /** kill -9 the appliance's host worker; resolves once its supervisor has started a new one. */
   restartHostWorker(): Promise<void>;
-  /** Wait until the appliance's host worker process has died (a crash-after failpoint). */
-  waitHostWorkerDead(timeoutMs?: number): Promise<void>;
-  /** Start a new host worker (after the old one died). */
-  respawnHostWorker(): Promise<void>;
+  /** How many times the supervisor has started a new host worker. */
+  hostWorkerRestarts(): number;
+  /** Wait until the supervisor has started host worker number `after + 1` (after a crash). */
+  waitHostWorkerRestart(after: number, timeoutMs?: number): Promise<void>;
   /** With `controlWorker: 'process'`: wait for its death, start a new one. */
   waitControlWorkerDead(timeoutMs?: number): Promise<void>;
   respawnControlWorker(): Promise<void>;
@@ -153,22 +153,62 @@ export async function startLabStack(opts: LabStackOptions): Promise<LabStack> {
       }
       return p;
     };
+    // The appliance runs its host worker under a supervisor (systemd's Restart=always in
+    // production): whenever it dies — a crash test's kill -9, or anything else — a new one is
+    // started. A death nobody asked for is printed with its exit code and log, so a CI run that
+    // loses its worker says why instead of timing out later.
     let guestWorker = await spawnHostWorker();
-    cleanups.push(() => guestWorker.kill('TERM'));
-    const restartHostWorker = async () => {
-      await guestWorker.kill('KILL');
-      guestWorker = await spawnHostWorker();
-    };
-    const waitHostWorkerDead = async (timeoutMs = 60_000) => {
+    let hostRestarts = 0;
+    let expectedDeaths = 0;
+    let supervising = true;
+    const supervisor = (async () => {
+      while (supervising) {
+        await new Promise((r) => setTimeout(r, 500));
+        if (!supervising) break;
+        const st = await guestWorker.status().catch(() => ({ exited: false, exitCode: undefined }));
+        if (!st.exited || !supervising) continue;
+        if (expectedDeaths > 0) expectedDeaths--;
+        else if (st.exitCode !== 137) {
+          // 137 = SIGKILL: a crash-after failpoint (the test asked for it) or an explicit kill.
+          const log = await guestWorker.readLog().catch(() => '(log unreadable)');
+          const kernel = (await readFile(lab.consoleLog, 'utf8').catch(() => ''))
+            .split('\n')
+            .filter((l) => /oom|killed process|segfault|traps:/i.test(l))
+            .slice(-10);
+          console.error(
+            `lab: the host worker exited unexpectedly (exit ${st.exitCode}); restarting it. Its log ends:\n${log.slice(-3000)}\nkernel: ${kernel.join('\n') || '(nothing about it)'}`,
+          );
+        }
+        for (;;) {
+          try {
+            guestWorker = await spawnHostWorker();
+            break;
+          } catch (err) {
+            if (!supervising) return;
+            console.error(`lab: the host worker did not start (${String(err)}); trying again`);
+          }
+        }
+        hostRestarts++;
+      }
+    })();
+    cleanups.push(async () => {
+      supervising = false;
+      await supervisor;
+      await guestWorker.kill('TERM');
+    });
+    const waitHostWorkerRestart = async (after: number, timeoutMs = 300_000) => {
       const deadline = Date.now() + timeoutMs;
-      while (!(await guestWorker.status()).exited) {
-        if (Date.now() > deadline) throw new Error(`the host worker is still alive after ${timeoutMs} ms`);
+      while (hostRestarts <= after) {
+        if (Date.now() > deadline)
+          throw new Error(`the host worker was not restarted within ${timeoutMs} ms`);
         await new Promise((r) => setTimeout(r, 100));
       }
     };
-    const respawnHostWorker = async () => {
-      await guestWorker.kill('KILL').catch(() => undefined);
-      guestWorker = await spawnHostWorker();
+    const restartHostWorker = async () => {
+      const before = hostRestarts;
+      expectedDeaths++;
+      await guestWorker.kill('KILL');
+      await waitHostWorkerRestart(before);
     };
 
     let controlProcess: ResultPromise | undefined;
@@ -251,8 +291,8 @@ export async function startLabStack(opts: LabStackOptions): Promise<LabStack> {
       volumeDir,
       hypervisorOverride,
       restartHostWorker,
-      respawnHostWorker,
-      waitHostWorkerDead,
+      hostWorkerRestarts: () => hostRestarts,
+      waitHostWorkerRestart,
       async waitControlWorkerDead(timeoutMs = 60_000) {
         if (!controlProcess) throw new Error("the control worker runs in process (controlWorker: 'process')");
         let timedOut = false;

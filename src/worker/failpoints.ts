@@ -125,6 +125,10 @@ export class Failpoints {
   async fired(id: string): Promise<boolean> {
     return (await this.runner.run('test', ['-e', path.join(this.dir, `${id}.fired`)])).exitCode === 0;
   }
+  /** A `hold` failpoint has caught its activity (which now waits for `release`). */
+  async held(id: string): Promise<boolean> {
+    return (await this.runner.run('test', ['-e', path.join(this.dir, `${id}.held`)])).exitCode === 0;
+  }
   release(id: string): Promise<void> {
     return this.write(`${id}.release`, '');
   }

@@ -31,7 +31,8 @@ export async function createControlWorker(opts: WorkerOptions & ControlDeps & { 
     maxConcurrentActivityTaskExecutions: opts.maxConcurrent ?? 200,
     maxConcurrentWorkflowTaskExecutions: 100,
     maxConcurrentLocalActivityExecutions: 200,
-    interceptors: { activity: failpoints(opts) },
+    // Control activities' heartbeatTimeout (workflows/proxies.ts) is 10 s.
+    interceptors: { activity: [heartbeatWhileRunning(3000), ...failpoints(opts)] },
   });
 }
 

@@ -6,8 +6,11 @@ import { listOperations, listSteps } from '../../src/db/operations.js';
 import type { SagaProgress } from '../../src/domain/operations.js';
 import type { LabStack } from './lab-stack.js';
 
+/** What the state helpers read: the lab stack, or the stand-in stack. */
+export type StateView = Pick<LabStack, 'db' | 'cs' | 'dmTable' | 'servedExports'>;
+
 /** The observable state of one volume across every component: CloudStack, dm, NBD, database. */
-export async function snapshot(s: LabStack, volumeId: string) {
+export async function snapshot(s: StateView, volumeId: string) {
   const m = await getMapping(s.db.pool, volumeId);
   const e = await getExport(s.db.pool, volumeId);
   const cs = await s.cs.getVolume(volumeId);
@@ -43,7 +46,7 @@ export async function expectCancelled(p: Promise<unknown>): Promise<void> {
 }
 
 /** The newest operation of `type` on the volume and its audit steps as `phase:step:status`. */
-export async function auditOf(s: LabStack, volumeId: string, type: string) {
+export async function auditOf(s: Pick<StateView, 'db'>, volumeId: string, type: string) {
   const op = (await listOperations(s.db.pool, { volumeId, type }))[0]!;
   const steps = await listSteps(s.db.pool, op.operationId);
   return { op, steps: steps.map((x) => `${x.phase}:${x.step}:${x.status}`) };
@@ -79,4 +82,35 @@ export async function outcome<T>(h: { result(): Promise<T>; progress(): Promise<
     }
   })();
   return Promise.race([result, parked]);
+}
+
+/**
+ * The state a completed saga leaves, on every component: failover/detach — CloudStack has moved
+ * the volume, the dm device errors I/O; delete — nothing left anywhere; attach/failback — on the
+ * appliance, linear, its export served. Also: the audit says completed, nothing compensated.
+ */
+export async function assertCompletedState(
+  s: StateView & { applianceVmId: string; targetVmId: string },
+  saga: string,
+  volumeId: string,
+  r: { status: string; access?: { exportName: string } },
+): Promise<void> {
+  assert.equal(r.status, 'completed');
+  const after = await snapshot(s, volumeId);
+  if (saga === 'failover') {
+    assert.equal(after.attachedTo, s.targetVmId);
+    assert.deepEqual([after.row?.location, after.dmKind], ['target', 'error']);
+  } else if (saga === 'detach') {
+    assert.equal(after.attachedTo, null);
+    assert.deepEqual([after.row?.location, after.dmKind], ['detached', 'error']);
+  } else if (saga === 'delete') {
+    assert.deepEqual(after, { ...after, exists: false, row: null, export: null, dmKind: null, served: [] });
+  } else {
+    assert.equal(after.attachedTo, s.applianceVmId);
+    assert.deepEqual([after.row?.location, after.dmKind], ['appliance', 'linear']);
+    assert.deepEqual(after.served, [r.access!.exportName]);
+  }
+  const { op, steps } = await auditOf(s, volumeId, saga);
+  assert.equal(op.status, 'completed');
+  assert.ok(!steps.some((x) => x.startsWith('compensation')), `nothing compensated: ${steps.join(' ')}`);
 }

@@ -1,13 +1,14 @@
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { HypervisorBackend } from '../src/cloudstack-sim/index.js';
-import type { CommandRunner } from '../src/device/exec.js';
+import type { HypervisorBackend } from '../../src/cloudstack-sim/index.js';
+import type { CommandRunner } from '../../src/device/exec.js';
 
 /**
- * Benchmark-only stand-ins for what this host kernel lacks (no device-mapper here; the lab
- * measures the real thing): a hypervisor that makes virtio disks appear in a prepared sysfs
- * tree, as the kernel would, and a runner that answers dmsetup/stat/blockdev like the real
- * tools from an in-memory table. Never used by tests or the product.
+ * Stand-ins for what this host's kernel lacks (no device-mapper here), for the benchmark and the
+ * host-side saga tests that need hundreds of disks or fast faults (the lab runs the real kernel):
+ * a hypervisor that makes virtio disks appear in a prepared sysfs tree, as the kernel would, and
+ * a runner that answers dmsetup/stat/blockdev like the real tools from an in-memory table (which,
+ * like the kernel's, outlives any worker). Never used by the product.
  */
 export class SysfsTreeHypervisor implements HypervisorBackend {
   private readonly byVolume = new Map<string, string>();
@@ -49,11 +50,25 @@ function diskIndex(l: string): number {
 }
 
 export class MemoryDmRunner implements CommandRunner {
-  private readonly devices = new Map<string, { table: string; uuid: string }>();
+  readonly devices = new Map<string, { table: string; uuid: string }>();
+  private readonly faults: { cmd: string; count: number; stderr: string }[] = [];
   constructor(private readonly sys: string) {}
+  /** The next `count` `dmsetup <cmd>` calls fail with `stderr` (as the kernel's EBUSY would). */
+  failNext(cmd: string, count: number, stderr: string): void {
+    this.faults.push({ cmd, count, stderr });
+  }
+  /** Faults not yet consumed. */
+  pendingFaults(): number {
+    return this.faults.reduce((n, f) => n + f.count, 0);
+  }
   async run(file: string, args: readonly string[], opts: { input?: string } = {}) {
     const ok = (stdout = '') => ({ stdout, stderr: '', exitCode: 0 });
     const fail = (stderr: string) => ({ stdout: '', stderr, exitCode: 1 });
+    const fault = file === 'dmsetup' ? this.faults.find((f) => f.cmd === args[0] && f.count > 0) : undefined;
+    if (fault) {
+      fault.count--;
+      return fail(fault.stderr);
+    }
     if (file === 'stat') {
       // virtio-blk numbering: vda = 254:0, vdb = 254:16, …, vdaa = 254:416 (16 minors a disk).
       const dev = path.basename(args[args.length - 1]!);
@@ -86,7 +101,10 @@ export class MemoryDmRunner implements CommandRunner {
         d.table = opts.input ?? '';
         return ok();
       case 'resume':
-        return d ? ok() : fail('No such device or address');
+      case 'suspend':
+      case 'clear':
+      case 'message': // @cancel_deferred_remove: no removal is ever pending here
+        return d ? ok() : fail('Device does not exist.\nCommand failed.\n');
       case 'remove':
         this.devices.delete(rest[rest.length - 1]!);
         return ok();
