@@ -34,6 +34,14 @@ export function classifyDmFailure(args: readonly string[], stderr: string, exitC
   if (/No such device or address|does not exist|No such device\b|not found/i.test(text)) {
     return new DmNotFoundError(msg, args, stderr);
   }
+  // The kernel out of memory, an interrupted call, udev's sync timing out: try again later. Checked
+  // before the ioctl patterns below, which would call any failed create/reload an invalid table.
+  if (
+    /Cannot allocate memory|ENOMEM|Resource temporarily unavailable|EAGAIN|Interrupted system call|timed out/i.test(
+      text,
+    )
+  )
+    return new DmCommandError(msg, args, stderr);
   if (/Permission denied|Operation not permitted|EACCES|EPERM/i.test(text))
     return new DmPermissionError(msg, args, stderr);
   if (

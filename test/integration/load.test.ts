@@ -20,7 +20,8 @@ before(async () => {
 });
 after(() => s?.close());
 
-test(`${N} attach sagas finish through two worker restarts: names unique, audit complete`, async () => {
+test(`${N} attach sagas finish through two worker restarts: names unique, audit complete`, async (t) => {
+  const started = Date.now();
   const requests = await Promise.all(
     Array.from({ length: N }, async (_, i) => ({
       applianceVmId: s.appliances[i % s.appliances.length]!.id,
@@ -56,6 +57,9 @@ test(`${N} attach sagas finish through two worker restarts: names unique, audit 
   const settled = await Promise.allSettled(results);
   const failed = settled.flatMap((r, i) => (r.status === 'rejected' ? [`${i}: ${String(r.reason)}`] : []));
   assert.deepEqual(failed, [], 'every saga completes');
+  t.diagnostic(
+    `${N} sagas completed in ${((Date.now() - started) / 1000).toFixed(1)} s; in flight at the kill -9: ${inFlight1}, at the SIGTERM: ${inFlight2}`,
+  );
   const names = settled.map(
     (r) => (r as PromiseFulfilledResult<Awaited<(typeof results)[0]>>).value.access!.persistentName,
   );

@@ -11,7 +11,7 @@ import { startStandinStack, type StandinStack } from '../support/standin-stack.j
  * Transient faults at every call a saga makes: each is retried and the saga completes, with
  * nothing compensated and the end state whole. CloudStack: every command each saga sends, found
  * by watching a clean run, fails once each way the simulator can (530, no reply, reply lost
- * after acting, the async job failing with 530). dmsetup: every dm step fails twice (EBUSY).
+ * after acting, the async job failing with 530). dmsetup: every dm step fails twice (ENOMEM, EBUSY).
  * Database: every connection is killed while a step waits to write. Permanent faults at every
  * step compensate: test/lab/saga-steps.lab.test.ts. Faults at the client level:
  * cloudstack-faults.test.ts.
@@ -107,7 +107,8 @@ for (const saga of SAGAS) {
           try {
             await runToCompletion(saga, volumeId);
           } catch (err) {
-            assert.fail(`${command} ${kind}: ${String(err)}`);
+            const cause = (err as { cause?: { message?: string } }).cause?.message ?? '';
+            assert.fail(`${command} ${kind}: ${String(err)} ${cause}`);
           }
           // The fault met a call of this saga (not left for the next case).
           if (s.sim.sim.faults.pending().length) missed.push(`${command}/${kind}`);
@@ -119,21 +120,27 @@ for (const saga of SAGAS) {
   });
 }
 
-describe('dmsetup failing transiently (EBUSY) at each dm step', () => {
-  const cases: [Saga, string][] = [
-    ['attach', 'create'],
-    ['detach', 'reload'],
-    ['failover', 'reload'],
-    ['failback', 'reload'],
-    ['delete', 'remove'],
+describe('dmsetup failing transiently at each dm step', () => {
+  // Transient as the kernel reports it: create — out of memory (its EBUSY means "name or uuid
+  // taken", a conflict the device layer decides on); reload and remove — the device is busy.
+  const cases: [Saga, string, string][] = [
+    ['attach', 'create', 'Cannot allocate memory'],
+    ['detach', 'reload', 'Device or resource busy'],
+    ['failover', 'reload', 'Device or resource busy'],
+    ['failback', 'reload', 'Device or resource busy'],
+    ['delete', 'remove', 'Device or resource busy'],
   ];
-  for (const [saga, cmd] of cases) {
-    test(`${saga}: two "dmsetup ${cmd}" failures are retried; the saga completes`, async () => {
+  for (const [saga, cmd, errno] of cases) {
+    test(`${saga}: "dmsetup ${cmd}" failing twice (${errno}) is retried; the saga completes`, async () => {
       const [volumeId] = await prepared(saga, 1);
       const dm = s.appliances[0]!.dm;
-      dm.failNext(cmd, 2, `device-mapper: ${cmd} ioctl failed: Device or resource busy\nCommand failed.\n`);
-      await runToCompletion(saga, volumeId!);
-      assert.equal(dm.pendingFaults(), 0, `both "dmsetup ${cmd}" failures were met`);
+      dm.failNext(cmd, 2, `device-mapper: ${cmd} ioctl on faultvm failed: ${errno}\nCommand failed.\n`);
+      try {
+        await runToCompletion(saga, volumeId!);
+        assert.equal(dm.pendingFaults(), 0, `both "dmsetup ${cmd}" failures were met`);
+      } finally {
+        dm.clearFaults();
+      }
     });
   }
 });
@@ -148,7 +155,18 @@ test('every database connection killed while a step waits to write: retried, the
     action: 'hold',
   });
   const h = await run('attach', volumeId!);
-  while (!(await s.failpoints.held(id))) await new Promise((r) => setTimeout(r, 50));
+  let ended = false;
+  void h.result().then(
+    () => (ended = true),
+    () => (ended = true),
+  );
+  while (!(await s.failpoints.held(id))) {
+    if (ended)
+      assert.fail(
+        `the attach ended before reaching record-mapping: ${String(await h.result().catch((e: unknown) => e))}`,
+      );
+    await new Promise((r) => setTimeout(r, 50));
+  }
 
   const cfg = loadConfig();
   const admin = await mysql.createConnection({

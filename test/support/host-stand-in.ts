@@ -57,6 +57,9 @@ export class MemoryDmRunner implements CommandRunner {
   failNext(cmd: string, count: number, stderr: string): void {
     this.faults.push({ cmd, count, stderr });
   }
+  clearFaults(): void {
+    this.faults.length = 0;
+  }
   /** Faults not yet consumed. */
   pendingFaults(): number {
     return this.faults.reduce((n, f) => n + f.count, 0);

@@ -93,14 +93,20 @@ export async function startStandinStack(
           CLOUDSTACK_API_KEY: sim.sim.apiKey,
           CLOUDSTACK_SECRET_KEY: sim.sim.secretKey,
           FAILPOINTS_DIR: failpoints.dir,
-          LOG_LEVEL: 'warn',
+          LOG_LEVEL: 'info', // its "control worker ready" line is how we know it polls
         },
       });
       let out = '';
       await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(
+          () => reject(new Error(`control worker not ready after 120 s: ${out}`)),
+          120_000,
+        );
         p.stdout!.on('data', (d: Buffer) => {
           out += d.toString();
-          if (/control worker ready/.test(out)) resolve();
+          if (!/control worker ready/.test(out)) return;
+          clearTimeout(timer);
+          resolve();
         });
         void p.then((r) => reject(new Error(`control worker exited (${r.exitCode}): ${out}${r.stderr}`)));
       });

@@ -138,6 +138,12 @@ test('dmsetup failures become typed errors with the right retryability', () => {
     [REAL.reloadGarbage, DmInvalidTableError, false],
     [REAL.permission, DmPermissionError, false],
     ['something new', DmCommandError, true],
+    ['device-mapper: create ioctl on pgtest3disk0 failed: Cannot allocate memory', DmCommandError, true],
+    [
+      'device-mapper: reload ioctl on pgtest3disk0 failed: Resource temporarily unavailable',
+      DmCommandError,
+      true,
+    ],
   ];
   for (const [stderr, type, retryable] of cases) {
     const e = classifyDmFailure(['reload', 'x'], stderr, 1);
