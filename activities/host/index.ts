@@ -56,10 +56,15 @@ export interface HostDeps {
   correlator: DeviceCorrelator;
   dm: DeviceMapperApi;
   exports: ExportBackend;
+  /**
+   * The NBD server process, when this worker manages it (NBD_MANAGE_SERVER): the export step
+   * starts it again if it has died, so an attach never ends with an export nothing serves.
+   */
+  nbdServer?: { ensureRunning(): Promise<unknown> };
 }
 
 /** Activities that must run on the appliance itself. They never touch the database. */
-export function createHostActivities({ correlator, dm, exports }: HostDeps) {
+export function createHostActivities({ correlator, dm, exports, nbdServer }: HostDeps) {
   const lock = new HostLock();
 
   return withClassification({
@@ -142,7 +147,11 @@ export function createHostActivities({ correlator, dm, exports }: HostDeps) {
     },
     async hostExportEnsure(a: { exportName: string; targetPath: string }) {
       check(exportSpecSchema, a);
-      const r = await lock.run(() => exports.ensure(a));
+      const r = await lock.run(async () => {
+        const done = await exports.ensure(a);
+        await nbdServer?.ensureRunning(); // fails (and is retried) while it cannot be started
+        return done;
+      });
       return { ...r, backend: exports.kind, uri: exports.uriFor(a.exportName) };
     },
     /**

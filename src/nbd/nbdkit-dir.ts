@@ -218,6 +218,17 @@ export class NbdkitSupervisor {
     return { pid: thePid, started: true };
   }
 
+  /**
+   * Start it only if it is not running (a pid-file check, no NBD round trip): cheap enough for
+   * every export step, which uses it to bring back a server that died.
+   */
+  async ensureRunning(): Promise<{ pid: number; started: boolean }> {
+    const pid = await this.pid();
+    if (pid !== undefined) return { pid, started: false };
+    this.log?.warn({ pidFile: this.opts.pidFile }, 'nbdkit is not running; starting it');
+    return this.start();
+  }
+
   /** SIGTERM the PID from the pid file (SIGKILL after a grace period). Missing → success. */
   async stop(graceMs = 5_000): Promise<{ stopped: boolean }> {
     const pid = await this.pid();

@@ -36,6 +36,9 @@ const worker = await createHostWorker({
   correlator,
   dm,
   exports,
+  ...(exports.supervisor && cfg.NBD_MANAGE_SERVER && 'ensureRunning' in exports.supervisor
+    ? { nbdServer: exports.supervisor }
+    : {}),
 });
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => worker.shutdown());
 logger.info({ taskQueue: hostQueue(cfg.TASK_QUEUE_PREFIX, cfg.APPLIANCE_VM_ID) }, 'host worker ready');

@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { SagaProgress } from '../../src/domain/operations.js';
 import { GUEST_EXPORTS_DIR } from '../../src/lab/stack.js';
+import { DEFAULT_NBDKIT_PID_FILE } from '../../src/nbd/index.js';
+import { commandOf, isAlive, parsePid } from '../../src/nbd/process.js';
 import { assertConsistent } from '../support/checks.js';
 import { recordHistory } from '../support/histories.js';
 import { startLabStack, type LabStack } from '../support/lab-stack.js';
@@ -247,4 +249,21 @@ test('a compensation that fails for good parks the saga (NeedsAttention) until a
     await s.lab.runner.run('dmsetup', ['remove', name]);
   }
   assert.deepEqual(await snapshot(volumeId), before);
+});
+
+test('attach while the NBD server is down: the export step starts it again, the export is served', async () => {
+  const pidOf = async () => parsePid((await s.lab.runner.run('cat', [DEFAULT_NBDKIT_PID_FILE])).stdout);
+  const old = await pidOf();
+  assert.ok(old && (await isAlive(s.lab.runner, old)), 'nbdkit runs before the fault');
+  await s.lab.runner.run('kill', ['-KILL', String(old)]);
+  for (let i = 0; (await isAlive(s.lab.runner, old)) && i < 100; i++)
+    await new Promise((r) => setTimeout(r, 100));
+  await assert.rejects(s.servedExports(), 'nothing answers on the NBD port');
+
+  const volumeId = await s.createVolume();
+  const r = await (await s.volumes.attach(nextAttach(volumeId))).result();
+  const now = await pidOf();
+  assert.ok(now && now !== old && (await commandOf(s.lab.runner, now)) === 'nbdkit', 'a new nbdkit');
+  assert.ok((await s.servedExports()).includes(r.access!.exportName), 'the new export is served');
+  await assertConsistent(s, 'after the NBD server came back with the attach');
 });
