@@ -26,6 +26,11 @@ after(() => s?.close());
 const SAGAS: Saga[] = ['attach', 'detach', 'failover', 'failback', 'delete'];
 const ASYNC = new Set(['attachVolume', 'detachVolume']);
 let disk = 0;
+/** Requests of volumes prepared for an attach case (an attach starts from a bare volume). */
+const pending = new Map<
+  string,
+  { applianceVmId: string; volumeId: string; sourceVmName: string; diskKey: number }
+>();
 
 /** A volume in the state the saga starts from, ready in parallel for many cases. */
 async function prepared(saga: Saga, count: number): Promise<string[]> {
@@ -51,10 +56,6 @@ async function prepared(saga: Saga, count: number): Promise<string[]> {
     }),
   );
 }
-const pending = new Map<
-  string,
-  { applianceVmId: string; volumeId: string; sourceVmName: string; diskKey: number }
->();
 
 function run(saga: Saga, volumeId: string) {
   const base = { applianceVmId: s.applianceVmId, volumeId };
