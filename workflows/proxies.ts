@@ -40,7 +40,9 @@ export function activitiesFor(ctx: WorkflowContext) {
   const hostOptions = {
     cancellationType,
     taskQueue: hostQueue(ctx.taskQueuePrefix, ctx.applianceVmId),
-    scheduleToStartTimeout: '2 minutes',
+    // Long enough for the appliance to reboot or its worker to restart (a slow start must not
+    // fail a saga, nor its undo), short enough that a dead appliance ends as a failure.
+    scheduleToStartTimeout: '10 minutes',
     startToCloseTimeout: '1 minute',
     // The host worker heartbeats while any activity runs: a dead appliance worker is noticed
     // (and the step retried on its successor) in seconds.
