@@ -231,6 +231,17 @@ export async function startStandinStack(
           throw new Error(`the control worker ended with ${r.signal ?? r.exitCode}`);
         await spawnControl();
       },
+      /** Wait until the control worker process has died of SIGKILL (a crash-after failpoint). */
+      async waitControlWorkerDead(timeoutMs = 60_000) {
+        if (!control) throw new Error("the control worker runs in process (controlWorker: 'process')");
+        const timer = setTimeout(() => control?.kill('SIGKILL'), timeoutMs);
+        const r = await control;
+        clearTimeout(timer);
+        if (r.signal !== 'SIGKILL')
+          throw new Error(`the control worker ended with ${r.signal ?? r.exitCode}`);
+      },
+      respawnControlWorker: () => spawnControl(),
+      failpointsFor: () => failpoints,
       async dmTable(name: string, applianceVmId = appliances[0]!.id) {
         const a = appliances.find((x) => x.id === applianceVmId)!;
         return a.dm.devices.get(name)?.table.trim() ?? null;

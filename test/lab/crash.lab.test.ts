@@ -7,14 +7,13 @@ import { startLabStack, type LabStack } from '../support/lab-stack.js';
 import { crashAtEveryStep } from '../support/crash-cases.js';
 
 /**
- * Durability on real parts, for the sagas that bring a volume to the appliance (attach,
- * failback): kill -9 of the worker mid-correlation, and right after every step
- * (test/support/crash-cases.ts). detach, failover, delete: crash-teardown.lab.test.ts.
+ * Durability on real parts: kill -9 of the appliance's host worker mid-correlation, and right
+ * after every device step of every saga (test/support/crash-cases.ts); its supervisor starts a
+ * new one. The control worker's steps: test/integration/crash-control.test.ts.
  */
 let s: LabStack;
 before(
-  async () =>
-    (s = await startLabStack('crashin', { correlationTimeoutMs: 90_000, controlWorker: 'process' })),
+  async () => (s = await startLabStack('crash', { correlationTimeoutMs: 90_000, controlWorker: 'process' })),
 );
 after(() => s?.close());
 
@@ -59,4 +58,8 @@ test('kill -9 of the host worker mid-correlation: the attach still completes, st
   }
 });
 
-crashAtEveryStep(() => s, ['attach', 'failback']);
+crashAtEveryStep(
+  () => ({ ...s, consistent: (label: string) => assertConsistent(s, label) }),
+  ['attach', 'detach', 'failover', 'failback', 'delete'],
+  'host',
+);
