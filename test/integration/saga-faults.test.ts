@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import mysql from 'mysql2/promise';
+import type { RowDataPacket } from 'mysql2/promise';
 import { loadConfig } from '../../src/config/index.js';
+import { adminConnection } from '../../src/db/pool.js';
 import type { FaultInput } from '../../src/cloudstack-sim/index.js';
 import { assertCompletedState, auditOf, outcome } from '../support/saga-state.js';
 import type { Saga } from '../support/saga-steps.js';
@@ -170,14 +171,9 @@ test('every database connection killed while a step waits to write: retried, the
   }
 
   const cfg = loadConfig();
-  const admin = await mysql.createConnection({
-    host: cfg.DB_HOST,
-    port: cfg.DB_PORT,
-    user: cfg.DB_USER,
-    password: cfg.DB_PASSWORD,
-  });
+  const admin = await adminConnection(cfg);
   try {
-    const [rows] = await admin.query<mysql.RowDataPacket[]>(
+    const [rows] = await admin.query<RowDataPacket[]>(
       'SELECT id FROM information_schema.processlist WHERE db = ? AND id <> CONNECTION_ID()',
       [s.db.name],
     );
