@@ -23,19 +23,14 @@ export function createPool(cfg: DbConfig, extra: Partial<PoolOptions> = {}): Poo
   });
 }
 
-/** A connection to the server with no database selected (create/drop it, see every session). */
-export function adminConnection(cfg: DbConfig): Promise<mysql.Connection> {
-  return mysql.createConnection({
+/** Run one statement on the server without a database selected (create/drop the database). */
+async function adminQuery(cfg: DbConfig, sql: string): Promise<void> {
+  const conn = await mysql.createConnection({
     host: cfg.DB_HOST,
     port: cfg.DB_PORT,
     user: cfg.DB_USER,
     password: cfg.DB_PASSWORD,
   });
-}
-
-/** Run one statement on the server without a database selected (create/drop the database). */
-async function adminQuery(cfg: DbConfig, sql: string): Promise<void> {
-  const conn = await adminConnection(cfg);
   try {
     await conn.query(sql);
   } finally {

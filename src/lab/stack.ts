@@ -4,8 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NativeConnection, type Worker } from '@temporalio/worker';
-import type { ResultPromise } from 'execa';
-import { startControlWorkerProcess, waitKilled } from './control-process.js';
+import { execa, type ResultPromise } from 'execa';
 import type { Pool } from 'mysql2/promise';
 import { VolumeLifecycleClient } from '../client/index.js';
 import { CloudStackClient } from '../cloudstack/client.js';
@@ -160,6 +159,7 @@ export async function startLabStack(opts: LabStackOptions): Promise<LabStack> {
     // loses its worker says why instead of timing out later.
     let guestWorker = await spawnHostWorker();
     let hostRestarts = 0;
+    let expectedDeaths = 0;
     let supervising = true;
     const supervisor = (async () => {
       while (supervising) {
@@ -167,7 +167,8 @@ export async function startLabStack(opts: LabStackOptions): Promise<LabStack> {
         if (!supervising) break;
         const st = await guestWorker.status().catch(() => ({ exited: false, exitCode: undefined }));
         if (!st.exited || !supervising) continue;
-        if (st.exitCode !== 137) {
+        if (expectedDeaths > 0) expectedDeaths--;
+        else if (st.exitCode !== 137) {
           // 137 = SIGKILL: a crash-after failpoint (the test asked for it) or an explicit kill.
           const log = await guestWorker.readLog().catch(() => '(log unreadable)');
           const kernel = (await readFile(lab.consoleLog, 'utf8').catch(() => ''))
@@ -205,6 +206,7 @@ export async function startLabStack(opts: LabStackOptions): Promise<LabStack> {
     };
     const restartHostWorker = async () => {
       const before = hostRestarts;
+      expectedDeaths++;
       await guestWorker.kill('KILL');
       await waitHostWorkerRestart(before);
     };
@@ -212,15 +214,29 @@ export async function startLabStack(opts: LabStackOptions): Promise<LabStack> {
     let controlProcess: ResultPromise | undefined;
     const spawnControlWorker = async () => {
       if (!db.name) throw new Error('a control worker process needs the database name');
-      ({ process: controlProcess } = await startControlWorkerProcess({
-        TEMPORAL_ADDRESS: temporalAddress,
-        TASK_QUEUE_PREFIX: prefix,
-        DB_NAME: db.name,
-        CLOUDSTACK_URL: sim.sim.url,
-        CLOUDSTACK_API_KEY: sim.sim.apiKey,
-        CLOUDSTACK_SECRET_KEY: sim.sim.secretKey,
-        FAILPOINTS_DIR: controlFailpoints.dir,
-      }));
+      const p = execa('node', ['--import', 'tsx', 'src/worker/control-main.ts'], {
+        cwd: ROOT,
+        reject: false,
+        env: {
+          TEMPORAL_ADDRESS: temporalAddress,
+          TASK_QUEUE_PREFIX: prefix,
+          DB_NAME: db.name,
+          CLOUDSTACK_URL: sim.sim.url,
+          CLOUDSTACK_API_KEY: sim.sim.apiKey,
+          CLOUDSTACK_SECRET_KEY: sim.sim.secretKey,
+          FAILPOINTS_DIR: controlFailpoints.dir,
+          LOG_LEVEL: 'info',
+        },
+      });
+      let out = '';
+      await new Promise<void>((resolve, reject) => {
+        p.stdout!.on('data', (d: Buffer) => {
+          out += d.toString();
+          if (/control worker ready/.test(out)) resolve();
+        });
+        void p.then((r) => reject(new Error(`control worker exited (${r.exitCode}): ${out}${r.stderr}`)));
+      });
+      controlProcess = p;
     };
     if (opts.controlWorker === 'process') {
       await spawnControlWorker();
@@ -279,7 +295,13 @@ export async function startLabStack(opts: LabStackOptions): Promise<LabStack> {
       waitHostWorkerRestart,
       async waitControlWorkerDead(timeoutMs = 60_000) {
         if (!controlProcess) throw new Error("the control worker runs in process (controlWorker: 'process')");
-        await waitKilled(controlProcess, timeoutMs);
+        let timedOut = false;
+        const timer = setTimeout(() => ((timedOut = true), controlProcess?.kill('SIGKILL')), timeoutMs);
+        const r = await controlProcess;
+        clearTimeout(timer);
+        if (timedOut) throw new Error(`the control worker was still alive after ${timeoutMs} ms`);
+        if (r.signal !== 'SIGKILL')
+          throw new Error(`the control worker ended with ${r.signal ?? r.exitCode}`);
       },
       respawnControlWorker: spawnControlWorker,
       failpointsFor: (activityType) => (activityType.startsWith('host') ? hostFailpoints : controlFailpoints),

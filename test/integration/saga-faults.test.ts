@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import type { RowDataPacket } from 'mysql2/promise';
+import mysql from 'mysql2/promise';
 import { loadConfig } from '../../src/config/index.js';
-import { adminConnection } from '../../src/db/pool.js';
 import type { FaultInput } from '../../src/cloudstack-sim/index.js';
 import { assertCompletedState, auditOf, outcome } from '../support/saga-state.js';
 import type { Saga } from '../support/saga-steps.js';
@@ -171,9 +170,14 @@ test('every database connection killed while a step waits to write: retried, the
   }
 
   const cfg = loadConfig();
-  const admin = await adminConnection(cfg);
+  const admin = await mysql.createConnection({
+    host: cfg.DB_HOST,
+    port: cfg.DB_PORT,
+    user: cfg.DB_USER,
+    password: cfg.DB_PASSWORD,
+  });
   try {
-    const [rows] = await admin.query<RowDataPacket[]>(
+    const [rows] = await admin.query<mysql.RowDataPacket[]>(
       'SELECT id FROM information_schema.processlist WHERE db = ? AND id <> CONNECTION_ID()',
       [s.db.name],
     );

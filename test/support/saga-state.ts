@@ -73,16 +73,13 @@ export async function outcome<T>(h: { result(): Promise<T>; progress(): Promise<
     () => (settled = true),
   );
   const parked = (async (): Promise<never> => {
-    // Stop polling as soon as the result is in: a query still in flight when the test ends (and
-    // its stack closes the connection) fails after the test, which fails the file.
-    while (!settled) {
+    for (;;) {
       const p = await h.progress().catch(() => undefined);
-      if (settled) break;
+      if (settled) return new Promise<never>(() => undefined);
       if (p?.state === 'waiting-for-operator')
         throw new Error(`the saga waits for an operator: ${JSON.stringify(p.needsAttention)}`);
       await new Promise((r) => setTimeout(r, 250));
     }
-    return new Promise<never>(() => undefined);
   })();
   return Promise.race([result, parked]);
 }

@@ -2,8 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type { ResultPromise } from 'execa';
-import { startControlWorkerProcess, waitKilled } from '../../src/lab/control-process.js';
+import { execa, type ResultPromise } from 'execa';
 import { NativeConnection, type Worker } from '@temporalio/worker';
 import { VolumeLifecycleClient } from '../../src/client/index.js';
 import { CloudStackClient } from '../../src/cloudstack/client.js';
@@ -17,6 +16,8 @@ import { Failpoints } from '../../src/worker/failpoints.js';
 import { createControlWorker, createHostWorker } from '../../src/worker/workers.js';
 import { freshDatabase } from './db.js';
 import { MemoryDmRunner, SysfsTreeHypervisor } from './host-stand-in.js';
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
 
 /** One appliance: a VM in the simulator, its sysfs tree, stand-in dm and export directory. */
 export interface StandinAppliance {
@@ -80,16 +81,36 @@ export async function startStandinStack(
     let stopControl: () => Promise<void>;
     let control: ResultPromise | undefined;
     const spawnControl = async () => {
-      ({ process: control } = await startControlWorkerProcess({
-        TEMPORAL_ADDRESS: address,
-        TASK_QUEUE_PREFIX: prefix,
-        DB_NAME: db.name,
-        DB_POOL_SIZE: String(opts.dbPoolSize ?? 20),
-        CLOUDSTACK_URL: sim.sim.url,
-        CLOUDSTACK_API_KEY: sim.sim.apiKey,
-        CLOUDSTACK_SECRET_KEY: sim.sim.secretKey,
-        FAILPOINTS_DIR: failpoints.dir,
-      }));
+      const p = execa('node', ['--import', 'tsx', 'src/worker/control-main.ts'], {
+        cwd: ROOT,
+        reject: false,
+        env: {
+          TEMPORAL_ADDRESS: address,
+          TASK_QUEUE_PREFIX: prefix,
+          DB_NAME: db.name,
+          DB_POOL_SIZE: String(opts.dbPoolSize ?? 20),
+          CLOUDSTACK_URL: sim.sim.url,
+          CLOUDSTACK_API_KEY: sim.sim.apiKey,
+          CLOUDSTACK_SECRET_KEY: sim.sim.secretKey,
+          FAILPOINTS_DIR: failpoints.dir,
+          LOG_LEVEL: 'info', // its "control worker ready" line is how we know it polls
+        },
+      });
+      let out = '';
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(
+          () => reject(new Error(`control worker not ready after 120 s: ${out}`)),
+          120_000,
+        );
+        p.stdout!.on('data', (d: Buffer) => {
+          out += d.toString();
+          if (!/control worker ready/.test(out)) return;
+          clearTimeout(timer);
+          resolve();
+        });
+        void p.then((r) => reject(new Error(`control worker exited (${r.exitCode}): ${out}${r.stderr}`)));
+      });
+      control = p;
     };
     if (opts.controlWorker === 'process') {
       await spawnControl();
@@ -213,7 +234,11 @@ export async function startStandinStack(
       /** Wait until the control worker process has died of SIGKILL (a crash-after failpoint). */
       async waitControlWorkerDead(timeoutMs = 60_000) {
         if (!control) throw new Error("the control worker runs in process (controlWorker: 'process')");
-        await waitKilled(control, timeoutMs);
+        const timer = setTimeout(() => control?.kill('SIGKILL'), timeoutMs);
+        const r = await control;
+        clearTimeout(timer);
+        if (r.signal !== 'SIGKILL')
+          throw new Error(`the control worker ended with ${r.signal ?? r.exitCode}`);
       },
       respawnControlWorker: () => spawnControl(),
       failpointsFor: () => failpoints,
