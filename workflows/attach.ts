@@ -31,6 +31,7 @@ export async function attachVolume(input: AttachInput): Promise<OperationResult>
           volumeId: input.volumeId,
           sourceVmName: input.sourceVmName,
           diskIndex: input.diskIndex,
+          volumeName: volume.name,
           applianceVmId: input.applianceVmId,
           virtioSerial: diskSerialFor(input.volumeId),
           sizeBytes: volume.sizeBytes,
@@ -39,7 +40,7 @@ export async function attachVolume(input: AttachInput): Promise<OperationResult>
       () => acts.control.dbReleaseName({ volumeId: input.volumeId, operationId: input.operationId }),
     );
     const name = mapping.persistentName!;
-    saga.describe({ persistentName: name, vmName: input.sourceVmName });
+    saga.describe({ persistentName: name, vmName: mapping.sourceVmName });
 
     const access = await bringToAppliance(saga, acts, input, {
       name,

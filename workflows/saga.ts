@@ -146,6 +146,10 @@ export class Saga {
           ? `aborted by ${this.abortReason}`
           : 'cancelled'
         : messageOf(err);
+      // A refusal (a check said no before anything changed) is audited as such, not as
+      // "compensated": the undo steps registered so far still run, and find nothing to undo.
+      const refused =
+        !cancelled && isRefusal(err) && this.progress.stepsDone.every((s) => READ_ONLY_STEPS.has(s));
       const outcome = await CancellationScope.nonCancellable(() => this.compensate());
       this.progress.state = 'failed';
       const summary =
@@ -158,7 +162,13 @@ export class Saga {
       await CancellationScope.nonCancellable(() =>
         this.acts.audit.auditOperationStatus({
           operationId: this.ctx.operationId,
-          status: cancelled ? 'cancelled' : outcome === 'compensated' ? 'compensated' : 'failed',
+          status: cancelled
+            ? 'cancelled'
+            : outcome !== 'compensated'
+              ? 'failed'
+              : refused
+                ? 'refused'
+                : 'compensated',
           error: summary,
           finished: true,
         }),
@@ -300,6 +310,27 @@ export class Saga {
       finishedAt: new Date().toISOString(),
     });
   }
+}
+
+/** Failure types that mean "no" from a check, before the operation changed anything. */
+export const REFUSAL_TYPES = new Set([
+  'InvalidInput',
+  'VolumeNotFound',
+  'VolumeAttachedElsewhere',
+  'DiskAlreadyMapped',
+  'NameCollision',
+  'MappingMismatch',
+  'NameUnknown',
+]);
+/** Steps that only read: a refusal after them has still changed nothing. */
+const READ_ONLY_STEPS = new Set(['validate']);
+
+function isRefusal(err: unknown): boolean {
+  for (let e = err as { type?: unknown; cause?: unknown } | undefined; e; e = e.cause as typeof e) {
+    if (e instanceof ApplicationFailure && typeof e.type === 'string' && REFUSAL_TYPES.has(e.type))
+      return true;
+  }
+  return false;
 }
 
 /** The most specific message in a failure chain (ActivityFailure → ApplicationFailure → …). */

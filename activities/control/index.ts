@@ -9,7 +9,12 @@ import * as reconcileDb from '../../src/db/reconcile.js';
 import { devicePathSchema } from '../../src/device/types.js';
 import { uuid } from '../../src/domain/ids.js';
 import { exportNameSchema } from '../../src/domain/naming.js';
-import { diskIndex, OPERATION_TYPES, sourceVmName } from '../../src/domain/operations.js';
+import {
+  diskIndex,
+  normalizedVmName,
+  OPERATION_STATUSES,
+  OPERATION_TYPES,
+} from '../../src/domain/operations.js';
 import { targetPathSchema } from '../../src/nbd/validation.js';
 import { computeDrift, type DesiredVolume, type Finding } from '../../src/reconcile/drift.js';
 import { unpackInventory, type PackedInventory } from '../../src/reconcile/inventory-codec.js';
@@ -98,8 +103,9 @@ const schemas = {
   csDetach: z.object({ volumeId, fromVmId: uuid.optional() }),
   assignName: z.object({
     volumeId,
-    sourceVmName,
-    diskIndex,
+    sourceVmName: normalizedVmName.optional(),
+    diskIndex: diskIndex.optional(),
+    volumeName: z.string().max(255).optional(),
     applianceVmId: uuid,
     virtioSerial,
     sizeBytes,
@@ -136,7 +142,7 @@ const schemas = {
   }),
   operationStatus: z.object({
     operationId,
-    status: z.enum(['running', 'completed', 'failed', 'compensated', 'needs_attention', 'cancelled']),
+    status: z.enum(OPERATION_STATUSES),
   }),
   step: z.object({ operationId, seq: z.number().int('must be an integer').min(0, 'must be at least 0') }),
   reconStart: z.object({ applianceVmId: uuid, dryRun: z.boolean() }),
@@ -185,7 +191,14 @@ export function createControlActivities({ cloudstack, db }: ControlDeps) {
       try {
         return await mappings.assignName(db, input);
       } catch (err) {
-        if (err instanceof mappings.DiskAlreadyMappedError) throw permanent(err.message, 'DiskAlreadyMapped');
+        // Refusals: the caller's mistake or a collision; retrying cannot change the answer.
+        if (
+          err instanceof mappings.DiskAlreadyMappedError ||
+          err instanceof mappings.NameCollisionError ||
+          err instanceof mappings.MappingMismatchError ||
+          err instanceof mappings.NameUnknownError
+        )
+          throw permanent(err.message, err.name);
         throw err;
       }
     },

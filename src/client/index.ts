@@ -118,17 +118,14 @@ export class VolumeLifecycleClient {
 
   async attach(request: unknown): Promise<OperationHandle> {
     const r = parse(attachRequest, request);
-    let diskIndex: number;
+    let diskIndex: number | undefined;
     try {
-      diskIndex = diskIndexFromKey(r.diskKey);
+      diskIndex = r.diskKey === undefined ? undefined : diskIndexFromKey(r.diskKey);
     } catch (e) {
       throw new InvalidRequestError([{ field: 'diskKey', message: (e as Error).message }]);
     }
-    return this.start(
-      'attach',
-      { ...this.context(r), sourceVmName: r.sourceVmName, diskIndex },
-      r.sourceVmName,
-    );
+    const naming = r.sourceVmName !== undefined ? { sourceVmName: r.sourceVmName, diskIndex } : {};
+    return this.start('attach', { ...this.context(r), ...naming }, r.sourceVmName);
   }
   async detach(request: unknown): Promise<OperationHandle> {
     return this.start('detach', this.context(parse(detachRequest, request)));

@@ -1,6 +1,11 @@
 import type { Pool, PoolConnection, ResultSetHeader, RowDataPacket } from 'mysql2/promise';
-import type { DeviceMapping, DmState, VolumeLocation } from '../domain/mapping.js';
-import { alternativeName, baseName, mapperPathFor, type PersistentName } from '../domain/naming.js';
+import type { DmState, VolumeLocation } from '../domain/mapping.js';
+import {
+  describeDisk,
+  mapperPathFor,
+  namingFromEngineVolumeName,
+  persistentNameFor,
+} from '../domain/naming.js';
 
 interface MappingRow extends RowDataPacket {
   volume_id: string;
@@ -58,15 +63,6 @@ function fromRow(r: MappingRow): MappingRecord {
   };
 }
 
-export function toDeviceMapping(
-  r: MappingRecord,
-  createdAt = new Date(),
-  updatedAt = new Date(),
-): DeviceMapping {
-  if (!r.persistentName) throw new Error(`volume ${r.volumeId} has no persistent name yet`);
-  return { ...r, persistentName: r.persistentName, mapperPath: r.mapperPath ?? '', createdAt, updatedAt };
-}
-
 /** Thrown when a compare-and-swap finds the row changed by someone else. */
 export class StaleMappingError extends Error {
   constructor(volumeId: string, expected: number) {
@@ -77,9 +73,67 @@ export class StaleMappingError extends Error {
 
 /** The (VM, disk) pair already belongs to another volume: a caller mistake, never retried. */
 export class DiskAlreadyMappedError extends Error {
+  readonly retryable = false;
   constructor(sourceVmName: string, diskIndex: number, otherVolumeId: string) {
-    super(`VM "${sourceVmName}" disk ${diskIndex} is already mapped to volume ${otherVolumeId}`);
-    this.name = 'DiskAlreadyMappedError';
+    super(
+      `VM "${sourceVmName}" ${describeDisk(diskIndex)} is already mapped to volume ${otherVolumeId}: ` +
+        `one VM disk is one volume (delete or detach that volume, or check the disk key)`,
+    );
+    this.name = 'DiskAlreadyMapped';
+  }
+}
+
+/**
+ * Two different VM names whose names come out equal: an 80-bit tag collision, or a name an older
+ * system (the old daemon, an import) assigned by another rule. Permanent: retrying cannot help,
+ * and no alternative is ever invented (it would depend on arrival order).
+ */
+export class NameCollisionError extends Error {
+  readonly retryable = false;
+  constructor(
+    name: string,
+    mine: { sourceVmName: string; diskIndex: number },
+    holder: { volumeId: string; sourceVmName: string; diskIndex: number },
+  ) {
+    super(
+      `persistent name "${name}" of VM "${mine.sourceVmName}" ${describeDisk(mine.diskIndex)} is already held by ` +
+        `volume ${holder.volumeId} (VM "${holder.sourceVmName}" ${describeDisk(holder.diskIndex)}): two VM names ` +
+        `give one persistent name; rename one of the VMs, or remove the other volume's mapping first`,
+    );
+    this.name = 'NameCollision';
+  }
+}
+
+/** A re-attach that names the volume differently from its row: refused, naming both. */
+export class MappingMismatchError extends Error {
+  readonly retryable = false;
+  constructor(
+    volumeId: string,
+    row: { sourceVmName: string; diskIndex: number; persistentName: string | null },
+    asked: { sourceVmName: string; diskIndex: number },
+  ) {
+    super(
+      `volume ${volumeId} is mapped as VM "${row.sourceVmName}" ${describeDisk(row.diskIndex)}` +
+        `${row.persistentName ? ` (name ${row.persistentName})` : ''}, but this request says VM "${asked.sourceVmName}" ` +
+        `${describeDisk(asked.diskIndex)}: a volume's name never changes; send the recorded VM name and key, or none`,
+    );
+    this.name = 'MappingMismatch';
+  }
+}
+
+/** Nothing says which VM disk a new volume is: refused rather than invent a name. */
+export class NameUnknownError extends Error {
+  readonly retryable = false;
+  constructor(volumeId: string, volumeName: string | undefined) {
+    super(
+      `volume ${volumeId} has no persistent name yet and nothing says which VM disk it is: send the VM name and ` +
+        `disk key with the attach (vm_name and disk_id "disk-2000"), or create it through us with metadata ` +
+        `source_vm_name and disk_unit_number` +
+        (volumeName !== undefined
+          ? `; its CloudStack name "${volumeName}" is not of the form migration-<vm>-<vm>-disk-<unit>`
+          : ''),
+    );
+    this.name = 'NameUnknown';
   }
 }
 
@@ -118,12 +172,13 @@ export async function listMappings(
   return rows.map(fromRow);
 }
 
-const MAX_ALTERNATIVES = 8;
-
 export interface AssignNameInput {
   volumeId: string;
-  sourceVmName: string;
-  diskIndex: number;
+  /** Normalized VM name and disk index; both absent to keep the row's, or derive from volumeName. */
+  sourceVmName?: string;
+  diskIndex?: number;
+  /** The volume's CloudStack name (the engine's `migration-<vm>-<vm>-disk-<unit>`). */
+  volumeName?: string;
   applianceVmId: string;
   virtioSerial: string;
   sizeBytes: number;
@@ -131,51 +186,64 @@ export interface AssignNameInput {
 }
 
 /**
- * Assign the volume its persistent name, once, inside a transaction: an existing row keeps its
- * name forever; otherwise take the base name (`pgtest3disk0`) or, when another (VM, disk) pair
- * holds it, the first free hashed alternative. Two concurrent attaches racing for one name are
- * settled by the UNIQUE index: the loser rolls back, retries and takes the next candidate.
+ * Assign the volume its persistent name, once, inside a transaction. The name is
+ * `persistentNameFor(VM name, disk index)` — nothing here depends on what else is in the table —
+ * and the UNIQUE indexes only *detect* what must be refused: the same VM disk on another volume,
+ * or another VM name holding the same name. An existing row keeps its name forever (names the old
+ * daemon or an import assigned included); a request that names it differently is refused.
  */
 export async function assignName(
   pool: Pool,
   input: AssignNameInput,
 ): Promise<{ mapping: MappingRecord; created: boolean }> {
-  const ATTEMPTS = 30;
-  for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
-    if (attempt > 0) await new Promise((r) => setTimeout(r, Math.random() * 10 * Math.min(attempt, 10)));
+  // A lost race (duplicate key) or a deadlock is retried a few times: the next attempt sees the
+  // winner's committed row and ends in its permanent answer.
+  const ATTEMPTS = 5;
+  for (let attempt = 0; ; attempt++) {
     const conn = await pool.getConnection();
     try {
-      // READ COMMITTED: no gap locks, so racing inserts do not deadlock; the UNIQUE indexes
-      // on volume_id and persistent_device_name decide who wins, and the loser retries.
+      // READ COMMITTED: no gap locks, so racing inserts do not deadlock.
       await conn.query('SET TRANSACTION ISOLATION LEVEL READ COMMITTED');
       await conn.beginTransaction();
       const existing = await conn.query<MappingRow[]>(
         'SELECT * FROM device_mappings WHERE volume_id = ? FOR UPDATE',
         [input.volumeId],
       );
-      const row = existing[0][0];
-      if (row && row.persistent_device_name) {
+      const row = existing[0][0] ? fromRow(existing[0][0]) : undefined;
+      const asked =
+        input.sourceVmName !== undefined && input.diskIndex !== undefined
+          ? { sourceVmName: input.sourceVmName, diskIndex: input.diskIndex }
+          : undefined;
+      if (row && asked && (row.sourceVmName !== asked.sourceVmName || row.diskIndex !== asked.diskIndex))
+        throw new MappingMismatchError(input.volumeId, row, asked);
+      if (row?.persistentName) {
         await conn.commit();
-        return { mapping: fromRow(row), created: false };
+        return { mapping: row, created: false };
       }
+      const naming =
+        asked ??
+        (row ? { sourceVmName: row.sourceVmName, diskIndex: row.diskIndex } : undefined) ??
+        (input.volumeName !== undefined ? namingFromEngineVolumeName(input.volumeName) : undefined);
+      if (!naming) throw new NameUnknownError(input.volumeId, input.volumeName);
+
       const [sameDisk] = await conn.query<MappingRow[]>(
         'SELECT volume_id FROM device_mappings WHERE source_vm_name = ? AND disk_index = ? AND volume_id <> ?',
-        [input.sourceVmName, input.diskIndex, input.volumeId],
+        [naming.sourceVmName, naming.diskIndex, input.volumeId],
       );
       if (sameDisk[0])
-        throw new DiskAlreadyMappedError(input.sourceVmName, input.diskIndex, sameDisk[0].volume_id);
-
-      const candidates: PersistentName[] = [baseName(input.sourceVmName, input.diskIndex)];
-      for (let k = 1; k <= MAX_ALTERNATIVES; k++)
-        candidates.push(alternativeName(input.sourceVmName, input.diskIndex, k));
-      const [taken] = await conn.query<RowDataPacket[]>(
-        'SELECT persistent_device_name FROM device_mappings WHERE persistent_device_name IN (?)',
-        [candidates],
+        throw new DiskAlreadyMappedError(naming.sourceVmName, naming.diskIndex, sameDisk[0].volume_id);
+      const name = persistentNameFor(naming.sourceVmName, naming.diskIndex);
+      const [holder] = await conn.query<MappingRow[]>(
+        'SELECT * FROM device_mappings WHERE persistent_device_name = ? AND volume_id <> ?',
+        [name, input.volumeId],
       );
-      const takenSet = new Set(taken.map((t) => String(t.persistent_device_name)));
-      const name = candidates.find((c) => !takenSet.has(c));
-      if (!name)
-        throw new Error(`no free persistent name for VM "${input.sourceVmName}" disk ${input.diskIndex}`);
+      if (holder[0]) {
+        const other = fromRow(holder[0]);
+        // Committed between the two reads by a racing attach of the same disk: that is this disk.
+        if (other.sourceVmName === naming.sourceVmName && other.diskIndex === naming.diskIndex)
+          throw new DiskAlreadyMappedError(naming.sourceVmName, naming.diskIndex, other.volumeId);
+        throw new NameCollisionError(name, naming, other);
+      }
 
       if (row) {
         // A row adopted from the old daemon, without a name yet: name it in place.
@@ -192,8 +260,8 @@ export async function assignName(
            VALUES (?, ?, ?, ?, 'detached', ?, ?, ?, ?, 'absent', ?, ?)`,
           [
             input.volumeId,
-            input.sourceVmName,
-            input.diskIndex,
+            naming.sourceVmName,
+            naming.diskIndex,
             input.applianceVmId,
             input.virtioSerial,
             input.sizeBytes,
@@ -210,15 +278,14 @@ export async function assignName(
     } catch (err) {
       await conn.rollback().catch(() => {});
       const code = (err as { code?: string }).code;
-      if (code === 'ER_DUP_ENTRY' || code === 'ER_LOCK_DEADLOCK' || code === 'ER_LOCK_WAIT_TIMEOUT') continue;
+      const racing =
+        code === 'ER_DUP_ENTRY' || code === 'ER_LOCK_DEADLOCK' || code === 'ER_LOCK_WAIT_TIMEOUT';
+      if (racing && attempt + 1 < ATTEMPTS) continue;
       throw err;
     } finally {
       conn.release();
     }
   }
-  throw new Error(
-    `could not assign a persistent name to volume ${input.volumeId} after ${ATTEMPTS} attempts (contention)`,
-  );
 }
 
 /**

@@ -1,6 +1,6 @@
 import type { Pool, RowDataPacket } from 'mysql2/promise';
 import { Umzug, type UmzugStorage } from 'umzug';
-import { migrations } from './migrations/index.js';
+import { migrations, type ServerFlavor, type SqlStatement } from './migrations/index.js';
 
 /** umzug keeps its ledger in `schema_migrations`; each migration is a pair of SQL lists. */
 class MysqlStorage implements UmzugStorage {
@@ -28,16 +28,22 @@ class MysqlStorage implements UmzugStorage {
   }
 }
 
+async function serverFlavor(pool: Pool): Promise<ServerFlavor> {
+  const [rows] = await pool.query<RowDataPacket[]>('SELECT VERSION() AS v');
+  return /mariadb/i.test(String(rows[0]?.v)) ? 'mariadb' : 'mysql';
+}
+
+async function run(pool: Pool, statements: SqlStatement[]): Promise<void> {
+  const flavor = await serverFlavor(pool);
+  for (const sql of statements) await pool.query(typeof sql === 'string' ? sql : sql(flavor));
+}
+
 export function createMigrator(pool: Pool, log: (msg: string) => void = () => {}) {
   return new Umzug({
     migrations: migrations.map((m) => ({
       name: m.name,
-      up: async () => {
-        for (const sql of m.up) await pool.query(sql);
-      },
-      down: async () => {
-        for (const sql of m.down) await pool.query(sql);
-      },
+      up: () => run(pool, m.up),
+      down: () => run(pool, m.down),
     })),
     storage: new MysqlStorage(pool),
     logger: {

@@ -1,8 +1,7 @@
 import type { Pool, RowDataPacket } from 'mysql2/promise';
-import type { OperationType } from '../domain/operations.js';
+import type { OperationStatus, OperationType } from '../domain/operations.js';
 
-export type OperationStatus =
-  'running' | 'completed' | 'failed' | 'compensated' | 'needs_attention' | 'cancelled';
+export type { OperationStatus };
 
 export interface OperationStart {
   operationId: string;

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { applianceVmId, uuid, vmId, volumeId } from './ids.js';
-import { DISK_INDEX_MAX, DISK_KEY_FIRST, DISK_KEY_LAST, diskKeyNumber } from './naming.js';
+import { DISK_INDEX_MAX, DISK_KEY_FIRST, DISK_KEY_LAST, diskKeyNumber, normalizeVmName } from './naming.js';
 
 /**
  * Inputs of the five volume operations, validated with zod wherever they cross a boundary
@@ -9,17 +9,48 @@ import { DISK_INDEX_MAX, DISK_KEY_FIRST, DISK_KEY_LAST, diskKeyNumber } from './
 export const OPERATION_TYPES = ['attach', 'detach', 'failover', 'failback', 'delete', 'repair'] as const;
 export type OperationType = (typeof OPERATION_TYPES)[number];
 
-// VM names become part of persistent names only after cleaning, but we still refuse input that no
-// VMware/CloudStack VM name can have: control characters, path separators, brackets.
-export const sourceVmName = z
-  .string()
-  .min(1, 'must not be empty')
-  .max(80, 'must be at most 80 characters')
-  .refine(
-    (s) => ![...s].some((c) => c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f) && !/[/\\[\]=]/.test(s),
-    'must not contain control characters, "/", "\\", "[", "]" or "="',
-  )
-  .refine((s) => s !== '.' && s !== '..' && !s.includes('..'), 'must not contain ".."');
+/**
+ * How an operation ended (or stands), as the audit trail records it. `refused`: a check said no
+ * before anything was changed (a caller mistake or a naming collision), so nothing was undone;
+ * `compensated`: it failed after acting and its steps were undone.
+ */
+export const OPERATION_STATUSES = [
+  'running',
+  'completed',
+  'failed',
+  'compensated',
+  'refused',
+  'needs_attention',
+  'cancelled',
+] as const;
+export type OperationStatus = (typeof OPERATION_STATUSES)[number];
+
+/** A VM name as given by a caller, normalized (see `normalizeVmName`): the form stored and compared. */
+export const sourceVmName = z.string().transform((raw, ctx) => {
+  try {
+    return normalizeVmName(raw);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+    return z.NEVER;
+  }
+});
+
+/**
+ * A VM name inside the system (activity inputs, rows): already in its stored form. Refuses what
+ * `normalizeVmName` refuses and anything not yet normalized, so nothing reaches the database in
+ * another form than the one it is compared in.
+ */
+export const normalizedVmName = z.string().superRefine((s, ctx) => {
+  try {
+    if (normalizeVmName(s) !== s)
+      ctx.addIssue({
+        code: 'custom',
+        message: 'must be in normal form (NFC, trimmed): normalize it where it enters',
+      });
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+  }
+});
 
 /** What every disk-key refusal says: the accepted forms and the range. */
 const DISK_KEY_RULE = `must be a VMware disk key from ${DISK_KEY_FIRST} to ${DISK_KEY_LAST}, like ${DISK_KEY_FIRST} or "disk-${DISK_KEY_FIRST}"`;
@@ -47,11 +78,28 @@ const common = {
   applianceVmId,
 };
 
-export const attachRequest = z.object({
-  ...common,
-  sourceVmName,
-  diskKey,
-});
+/**
+ * The VM name and disk key name the volume. Both may be left out when the volume already has a
+ * name (its row, from create or an earlier attach) or CloudStack's volume name carries them; the
+ * saga refuses, saying so, when neither does. When given, they must match what the row records.
+ */
+export const attachRequest = z
+  .object({
+    ...common,
+    sourceVmName: sourceVmName.optional(),
+    diskKey: diskKey.optional(),
+  })
+  .superRefine((r, ctx) => {
+    if ((r.sourceVmName === undefined) !== (r.diskKey === undefined)) {
+      const missing = r.sourceVmName === undefined ? 'sourceVmName' : 'diskKey';
+      ctx.addIssue({
+        code: 'custom',
+        path: [missing],
+        message:
+          'sourceVmName and diskKey come together: send both, or neither to keep the name the volume has',
+      });
+    }
+  });
 export const detachRequest = z.object(common);
 export const failoverRequest = z.object({ ...common, targetVmId: vmId });
 export const failbackRequest = z.object(common);
@@ -74,8 +122,9 @@ export interface WorkflowContext {
 }
 
 export interface AttachInput extends WorkflowContext {
-  sourceVmName: string;
-  diskIndex: number;
+  /** Absent: the name comes from the volume's row or its CloudStack name (see attach). */
+  sourceVmName?: string;
+  diskIndex?: number;
 }
 export type DetachInput = WorkflowContext;
 export interface FailoverInput extends WorkflowContext {

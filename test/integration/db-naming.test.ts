@@ -1,8 +1,17 @@
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { after, before, test } from 'node:test';
-import { assignName, DiskAlreadyMappedError, getMapping, releaseName } from '../../src/db/mappings.js';
-import { diskIndexFromKey } from '../../src/domain/naming.js';
+import {
+  assignName,
+  DiskAlreadyMappedError,
+  getMapping,
+  MappingMismatchError,
+  NameCollisionError,
+  NameUnknownError,
+  releaseName,
+  type AssignNameInput,
+} from '../../src/db/mappings.js';
+import { normalizeVmName, persistentNameFor } from '../../src/domain/naming.js';
 import { freshDatabase } from '../support/db.js';
 
 let db: Awaited<ReturnType<typeof freshDatabase>>;
@@ -10,9 +19,9 @@ before(async () => (db = await freshDatabase('naming')));
 after(async () => db?.close());
 
 const APPLIANCE = '3f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b';
-const input = (vm: string, disk: number, volumeId = randomUUID()) => ({
+const input = (vm: string, disk: number, volumeId: string = randomUUID()): AssignNameInput => ({
   volumeId,
-  sourceVmName: vm,
+  sourceVmName: normalizeVmName(vm),
   diskIndex: disk,
   applianceVmId: APPLIANCE,
   virtioSerial: volumeId.replace(/-/g, '').slice(0, 20),
@@ -20,7 +29,7 @@ const input = (vm: string, disk: number, volumeId = randomUUID()) => ({
   operationId: randomUUID(),
 });
 
-test('a name is assigned once and never changes', async () => {
+test('a name is assigned once and never changes; the same request again is idempotent', async () => {
   const req = input('stable1', 0);
   const first = await assignName(db.pool, req);
   assert.equal(first.created, true);
@@ -28,35 +37,93 @@ test('a name is assigned once and never changes', async () => {
   const again = await assignName(db.pool, { ...req, operationId: randomUUID() });
   assert.equal(again.created, false);
   assert.equal(again.mapping.persistentName, 'stable1disk0');
-});
-
-test('pg-test3 and pgtest3 get distinct names, deterministically', async () => {
-  const a = await assignName(db.pool, input('pgtest3', 0));
-  const b = await assignName(db.pool, input('pg-test3', 0));
-  assert.equal(a.mapping.persistentName, 'pgtest3disk0');
-  assert.match(b.mapping.persistentName!, /^pgtest3-[0-9a-f]{6}disk0$/);
-  assert.notEqual(a.mapping.persistentName, b.mapping.persistentName);
-});
-
-test('the same VM disk cannot be mapped to two volumes', async () => {
-  await assignName(db.pool, input('dupvm', 1));
-  await assert.rejects(assignName(db.pool, input('dupvm', 1)), DiskAlreadyMappedError);
-});
-
-test('50 concurrent attaches across 10 VMs with colliding names: all unique, none lost', async () => {
-  // 5 pairs of VMs that clean to the same stem (`db-N` vs `dbN`), disk keys 2000..2004 each.
-  const vms = Array.from({ length: 5 }, (_, i) => [`db-${i}`, `db${i}`]).flat();
-  const requests = vms.flatMap((vm) =>
-    [2000, 2001, 2002, 2003, 2004].map((k) => input(vm, diskIndexFromKey(k))),
+  const unnamed = { ...req, operationId: randomUUID(), sourceVmName: undefined, diskIndex: undefined };
+  assert.equal(
+    (await assignName(db.pool, unnamed)).mapping.persistentName,
+    'stable1disk0',
+    'no naming: kept',
   );
-  const results = await Promise.all(requests.map((r) => assignName(db.pool, r)));
-  const names = results.map((r) => r.mapping.persistentName);
-  assert.equal(new Set(names).size, 50, 'all names distinct');
-  for (const [i, r] of requests.entries()) {
-    const row = await getMapping(db.pool, r.volumeId);
-    assert.equal(row?.persistentName, names[i], `volume ${r.volumeId} kept its name`);
-    assert.ok(row!.persistentName!.endsWith(`disk${r.diskIndex}`));
+});
+
+test('the column compares as the code does: NO PAD (a PAD SPACE collation would find "padvm " here)', async () => {
+  await assignName(db.pool, input('padvm', 0));
+  const [rows] = await db.pool.query<import('mysql2').RowDataPacket[]>(
+    'SELECT COUNT(*) AS n FROM device_mappings WHERE source_vm_name = ?',
+    ['padvm '],
+  );
+  assert.equal(Number(rows[0]!.n), 0);
+  // Two rows whose names differ only by a trailing space can coexist under the UNIQUE index.
+  await db.pool.query(
+    `INSERT INTO device_mappings (volume_id, source_vm_name, disk_index, appliance_vm_id, virtio_serial, size_bytes)
+     VALUES (?, 'padvm ', 0, ?, 'x', 1)`,
+    [randomUUID(), APPLIANCE],
+  );
+});
+
+test('a re-attach naming another VM or key is refused, naming both', async () => {
+  const req = input('gamma', 3);
+  await assignName(db.pool, req);
+  for (const [vm, disk] of [
+    ['GAMMA', 3],
+    ['gamma', 4],
+  ] as const) {
+    const err = await assignName(db.pool, { ...input(vm, disk, req.volumeId) }).catch((e: Error) => e);
+    assert.ok(err instanceof MappingMismatchError, String(err));
+    assert.match(err.message, /VM "gamma" disk key 2003 \(disk 3\)/);
+    assert.match(err.message, new RegExp(`VM "${vm}" disk key ${2000 + disk}`));
   }
+  assert.equal((await getMapping(db.pool, req.volumeId))!.persistentName, 'gammadisk3', 'unchanged');
+});
+
+test('the same VM disk on two volumes is refused with the caller’s key and the other volume', async () => {
+  const first = input('dupvm', 1);
+  await assignName(db.pool, first);
+  const err = await assignName(db.pool, input('dupvm', 1)).catch((e: Error) => e);
+  assert.ok(err instanceof DiskAlreadyMappedError);
+  assert.match(err.message, /VM "dupvm" disk key 2001 \(disk 1\) is already mapped to volume/);
+  assert.ok(err.message.includes(first.volumeId));
+});
+
+test('a name another rule assigned (old daemon, import) is kept, and a new VM computing it is refused at once', async () => {
+  const legacyVolume = randomUUID();
+  await db.pool.query(
+    `INSERT INTO device_mappings (volume_id, source_vm_name, disk_index, appliance_vm_id, virtio_serial, size_bytes,
+       persistent_device_name, mapper_path)
+     VALUES (?, 'Legacy-VM', 0, ?, 'y', 1, 'legacydisk0', '/dev/mapper/legacydisk0')`,
+    [legacyVolume, APPLIANCE],
+  );
+  const kept = await assignName(db.pool, {
+    ...input('Legacy-VM', 0, legacyVolume),
+  });
+  assert.equal(kept.mapping.persistentName, 'legacydisk0', 'old names are kept as they are');
+  const t0 = Date.now();
+  const err = await assignName(db.pool, input('legacy', 0)).catch((e: Error) => e);
+  assert.ok(err instanceof NameCollisionError, String(err));
+  assert.match(
+    err.message,
+    /"legacydisk0" of VM "legacy" .* held by volume .* \(VM "Legacy-VM" disk key 2000/,
+  );
+  assert.ok(Date.now() - t0 < 2000, 'permanent: no retrying');
+});
+
+test('without naming: the engine’s volume name gives it, anything else is refused saying what to send', async () => {
+  const vol = randomUUID();
+  const named = await assignName(db.pool, {
+    ...input('x', 0, vol),
+    sourceVmName: undefined,
+    diskIndex: undefined,
+    volumeName: 'migration-enginevm-enginevm-disk-1',
+  });
+  assert.equal(named.mapping.persistentName, 'enginevmdisk1');
+  assert.equal(named.mapping.sourceVmName, 'enginevm');
+  const err = await assignName(db.pool, {
+    ...input('x', 0),
+    sourceVmName: undefined,
+    diskIndex: undefined,
+    volumeName: 'DATA-7',
+  }).catch((e: Error) => e);
+  assert.ok(err instanceof NameUnknownError);
+  assert.match(err.message, /send the VM name and disk key .* "DATA-7" is not of the form/);
 });
 
 test('releasing a name only deletes a row this operation created and left untouched', async () => {
@@ -66,4 +133,86 @@ test('releasing a name only deletes a row this operation created and left untouc
   assert.ok(await getMapping(db.pool, req.volumeId));
   assert.equal(await releaseName(db.pool, req.volumeId, req.operationId), true);
   assert.equal(await getMapping(db.pool, req.volumeId), undefined);
+});
+
+// The hostile set: all clean to `pgtest3`. With the old rule the first to commit took
+// `pgtest3disk0`; now each name is its own, whatever the order.
+const STORM_VMS = [
+  'pgtest3',
+  'PG_TEST3',
+  'pg-test3',
+  'pg.test3',
+  'pgtest3 ', // the same VM as pgtest3 once trimmed: its attaches must be refused as the same disks
+  'ｐｇｔｅｓｔ３',
+  'Pg Test3',
+  'pg__test3',
+  'p-g-test3',
+];
+
+function shuffled<T>(xs: T[], seed: string): T[] {
+  const key = (x: T, i: number) =>
+    createHash('sha256')
+      .update(`${seed}:${i}:${String(x)}`)
+      .digest('hex');
+  return xs
+    .map((x, i) => ({ x, k: key(x, i) }))
+    .sort((a, b) => a.k.localeCompare(b.k))
+    .map((e) => e.x);
+}
+
+async function storm(order: string) {
+  const fresh = await freshDatabase(`storm${order}`);
+  try {
+    // One volume id per (raw VM, disk): the same in both runs, so results compare one by one.
+    const requests = STORM_VMS.flatMap((vm, v) =>
+      [0, 1, 2, 3, 4, 5].map((disk) => ({
+        ...input(vm, disk, `00000000-0000-4000-8000-${String(v * 10 + disk).padStart(12, '0')}`),
+        operationId: randomUUID(),
+      })),
+    );
+    const results = await Promise.all(
+      shuffled(requests, order).map(async (r) => {
+        try {
+          return [r.volumeId, String((await assignName(fresh.pool, r)).mapping.persistentName)] as const;
+        } catch (err) {
+          return [
+            r.volumeId,
+            `refused:${(err as Error).name}${(err as Error).name === 'DiskAlreadyMapped' ? '' : ':' + (err as Error).message}`,
+          ] as const;
+        }
+      }),
+    );
+    return new Map(results);
+  } finally {
+    await fresh.close();
+  }
+}
+
+test('collision storm: 54 concurrent attaches, two fresh databases, two orders, the same names one by one', async () => {
+  const a = await storm('a');
+  const b = await storm('b');
+  const index = (volume: string) => Number(volume.slice(-12));
+  const twins = new Set([0, 4]); // 'pgtest3' and 'pgtest3 ': one VM once trimmed
+  for (const [volume, name] of a) {
+    const v = index(volume);
+    const vm = normalizeVmName(STORM_VMS[Math.floor(v / 10)]!);
+    if (!twins.has(Math.floor(v / 10))) {
+      // Every disk of a distinct VM is named by the rule, never refused, in both databases.
+      assert.equal(name, persistentNameFor(vm, v % 10), volume);
+      assert.equal(b.get(volume), name, `volume ${volume}: same name in both databases`);
+    } else {
+      // Of the twins, whichever commits first holds the disk and the other is refused; the
+      // disk's *name* is the same either way.
+      assert.ok(name === `pgtest3disk${v % 10}` || name === 'refused:DiskAlreadyMapped', name);
+    }
+  }
+  for (const run of [a, b]) {
+    const names = [...run.values()].filter((n) => !n.startsWith('refused'));
+    assert.equal(names.length, 48, '8 distinct VMs × 6 disks named');
+    assert.equal(new Set(names).size, 48, 'all distinct');
+    assert.deepEqual(
+      [...run.values()].filter((n) => n.startsWith('refused')),
+      Array(6).fill('refused:DiskAlreadyMapped'),
+    );
+  }
 });

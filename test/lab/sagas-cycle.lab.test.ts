@@ -67,7 +67,7 @@ test('validation cycle: attach → write → failover → target writes → fail
   ).result();
   assert.match(
     otherR.access!.persistentName,
-    /^pgtest3-[0-9a-f]{6}disk0$/,
+    /^pgtest3-[0-9a-f]{20}disk0$/,
     'pg-test3 and pgtest3 do not collide',
   );
   assert.equal(otherR.access!.devicePath, attached[0]!.devicePath, 'the kernel reused the freed device');

@@ -208,9 +208,9 @@ export async function startStandinStack(
       failpoints,
       appliances: appliances as StandinAppliance[],
       applianceVmId: appliances[0]!.id,
-      async createVolume(sizeGb = 1) {
+      async createVolume(sizeGb = 1, name = `vol-${randomBytes(2).toString('hex')}`) {
         const v = await cs.createVolume({
-          name: `vol-${randomBytes(2).toString('hex')}`,
+          name,
           sizeGb,
           diskOfferingId: sim.offering.id,
           zoneId: sim.zone.id,

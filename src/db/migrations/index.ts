@@ -1,10 +1,15 @@
 import { initial } from './0001_initial.js';
+import { namingRule } from './0002_naming_rule.js';
+
+/** Which server runs the migration, where the two spell a thing differently (collations). */
+export type ServerFlavor = 'mariadb' | 'mysql';
+export type SqlStatement = string | ((server: ServerFlavor) => string);
 
 export interface SqlMigration {
   name: string;
-  up: string[];
-  down: string[];
+  up: SqlStatement[];
+  down: SqlStatement[];
 }
 
 /** In order. Never edit a migration that has shipped: add a new one. */
-export const migrations: SqlMigration[] = [initial];
+export const migrations: SqlMigration[] = [initial, namingRule];
