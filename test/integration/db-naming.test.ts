@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomUUID } from 'node:crypto';
 import { after, before, test } from 'node:test';
+import type { RowDataPacket } from 'mysql2';
 import {
   assignName,
   DiskAlreadyMappedError,
@@ -47,7 +48,7 @@ test('a name is assigned once and never changes; the same request again is idemp
 
 test('the column compares as the code does: NO PAD (a PAD SPACE collation would find "padvm " here)', async () => {
   await assignName(db.pool, input('padvm', 0));
-  const [rows] = await db.pool.query<import('mysql2').RowDataPacket[]>(
+  const [rows] = await db.pool.query<RowDataPacket[]>(
     'SELECT COUNT(*) AS n FROM device_mappings WHERE source_vm_name = ?',
     ['padvm '],
   );
