@@ -1,4 +1,5 @@
-export { CloudStackSimulator, type SimulatorOptions } from './server.js';
+export { CloudStackSimulator, type SimulatorOptions, type BeforeCommand } from './server.js';
+export { parseExpires } from './expires.js';
 export {
   InMemoryHypervisor,
   type HypervisorBackend,

@@ -1,4 +1,5 @@
-// `npx tsx src/cloudstack-sim/main.ts [--port 8080] [--job-ms 50] [--test-endpoints]`: a
+// `npx tsx src/cloudstack-sim/main.ts [--port 8080] [--job-ms 50] [--data-disk-limit 32]
+// [--custom-disk-max-gb 1024] [--test-endpoints]`: a
 // CloudStack API simulator on 127.0.0.1, seeded with a zone, an appliance VM and a target VM,
 // printing its endpoint and key pair as one JSON line so any CloudStack client can use it.
 import { parseArgs } from 'node:util';
@@ -12,6 +13,7 @@ const { values } = parseArgs({
     'api-key': { type: 'string' },
     'secret-key': { type: 'string' },
     'data-disk-limit': { type: 'string', default: '32' },
+    'custom-disk-max-gb': { type: 'string', default: '1024' },
     'test-endpoints': { type: 'boolean', default: false },
   },
 });
@@ -29,6 +31,7 @@ const env = await startSimulator({
   testEndpoints: values['test-endpoints'],
 });
 env.state.maxDataVolumes = int('data-disk-limit', values['data-disk-limit'], 1, 1000);
+env.state.customDiskMaxGb = int('custom-disk-max-gb', values['custom-disk-max-gb'], 1, 1_000_000);
 console.log(
   JSON.stringify({
     endpoint: env.url,

@@ -2,6 +2,7 @@ import { randomUUID, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { sign } from '../cloudstack/signing.js';
+import { parseExpires } from './expires.js';
 import { FaultInjector, type Fault } from './faults.js';
 import { InMemoryHypervisor, type HypervisorBackend } from './hypervisor.js';
 import { csDate, SimState, type SimJob, type SimVolume } from './state.js';
@@ -10,8 +11,10 @@ import { csDate, SimState, type SimJob, type SimVolume } from './state.js';
  * A CloudStack management-server simulator for the API we use, faithful where clients can tell:
  * signature verification (ApiServer.verifyRequest), envelopes with one top-level key, HTTP
  * status = errorcode, async jobs polled through queryAsyncJobResult, validation done in the
- * job where CloudStack does it there, device ids 1,2,4,…, states Allocated/Ready/Attaching.
- * Sources: shared/reference/cloudstack.md (section numbers in comments).
+ * job where CloudStack does it there, device ids 1,2,4,…, states Allocated/Ready/Attaching, and
+ * the pending job shown on the volume it works on. Texts and codes are CloudStack's own (the
+ * Java class that produces each is named in the comments; § numbers refer to the API areas:
+ * §1 signing, §2 commands and envelopes, §3 volume behaviour).
  */
 export interface SimulatorOptions {
   host?: string;
@@ -26,6 +29,16 @@ export interface SimulatorOptions {
   /** Serve /sim/* test endpoints (fault injection, state). Off unless asked for. */
   testEndpoints?: boolean;
 }
+
+/**
+ * Test seam: runs for every authenticated API request just before the command is handled, so
+ * a test can put something between a client's look-up and its action (e.g. another party's
+ * attach queued first) without timing tricks.
+ */
+export type BeforeCommand = (
+  command: string,
+  params: Readonly<Record<string, string>>,
+) => Promise<void> | void;
 
 type Params = Record<string, string>;
 class ApiError extends Error {
@@ -47,6 +60,19 @@ const INVALID_ID = (cmd: string, p: string, v: string) =>
     9999,
   );
 const AUTH_TEXT = 'unable to verify user credentials and/or request signature';
+/**
+ * ApiServer.checkCharacterInkParams, run on every parameter before the command: ASCII 0–31 and
+ * 127 except LF and CR (tab is refused), answered as a parameter error (431).
+ */
+function hasControlCharacter(value: string): boolean {
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if ((c < 0x20 && c !== 0x0a && c !== 0x0d) || c === 0x7f) return true;
+  }
+  return false;
+}
+const CONTROL_TEXT = (p: string) =>
+  `Received value containing illegal ASCII non-printable characters for parameter ${p}`;
 const KNOWN = [
   'listVirtualMachines',
   'listVolumes',
@@ -71,6 +97,8 @@ export class CloudStackSimulator {
   private readonly perVm = new Map<string, HypervisorBackend>();
   /** Every API request seen (command, HTTP method, signature valid), for tests. */
   readonly requests: { command: string; method: string; ok: boolean }[] = [];
+  /** See BeforeCommand. */
+  beforeCommand: BeforeCommand | undefined;
 
   constructor(private readonly opts: SimulatorOptions = {}) {
     this.apiKey = opts.apiKey ?? `sim-key-${randomUUID()}`;
@@ -148,6 +176,15 @@ export class CloudStackSimulator {
     const authOk = this.verify(params) && KNOWN.includes(command);
     this.requests.push({ command, method, ok: authOk });
     if (!authOk) return send(res, 401, { [key]: { uuidList: [], errorcode: 401, errortext: AUTH_TEXT } });
+    // After the signature, before the command (ApiServer.handleRequest); cserrorcode 9999 as for
+    // every error raised while processing parameters.
+    const bad = Object.keys(params).find((k) => hasControlCharacter(params[k]!));
+    if (bad !== undefined) {
+      return send(res, 431, {
+        [key]: { uuidList: [], errorcode: 431, cserrorcode: 9999, errortext: CONTROL_TEXT(bad) },
+      });
+    }
+    await this.beforeCommand?.(command, params);
 
     const fault = this.faults.take(command);
     if (fault?.kind === 'timeout') return; // never answer; the socket closes with the server
@@ -182,10 +219,9 @@ export class CloudStackSimulator {
     const lower = Object.fromEntries(Object.entries(p).map(([k, v]) => [k.toLowerCase(), v]));
     if (!lower.apikey || !lower.signature || lower.apikey !== this.apiKey) return false;
     if (lower.signatureversion === '3') {
-      // DateUtil.parseTZDateString: 2030-01-01T00:00:00Z, …+00:00 or …+0000 (fact 4).
-      const m = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(Z|[+-]\d{2}:?\d{2})$/.exec(lower.expires ?? '');
-      const t = m ? Date.parse(m[1]! + (m[2] === 'Z' ? 'Z' : m[2]!.replace(/^([+-]\d{2}):?/, '$1:'))) : NaN;
-      if (Number.isNaN(t) || t < Date.now()) return false;
+      // Required, parsable (DateUtil.parseTZDateString) and not in the past.
+      const t = parseExpires(lower.expires ?? '');
+      if (t === undefined || t < Date.now()) return false;
     }
     const expected = Buffer.from(sign(p, this.secretKey));
     const got = Buffer.from(lower.signature);
@@ -197,10 +233,15 @@ export class CloudStackSimulator {
     const s = this.state;
     switch (cmd) {
       case 'listZones': {
-        const zones = [...s.zones.values()];
+        // Like every UUID parameter, an unknown id is a 431, not an empty list (§2.5).
+        if (p.id && !s.zones.has(p.id)) throw INVALID_ID(cmd, 'id', p.id);
+        let zones = [...s.zones.values()];
+        if (p.id) zones = zones.filter((z) => z.id === p.id);
+        if (p.name) zones = zones.filter((z) => z.name === p.name);
         return zones.length ? { count: zones.length, zone: zones } : {};
       }
       case 'listVirtualMachines': {
+        if (p.id && !s.vms.has(p.id)) throw INVALID_ID(cmd, 'id', p.id);
         let vms = [...s.vms.values()].filter((v) => v.state !== 'Destroyed');
         if (p.id) vms = vms.filter((v) => v.id === p.id);
         if (p.name) vms = vms.filter((v) => v.name === p.name);
@@ -210,10 +251,12 @@ export class CloudStackSimulator {
         if (p.id && !s.volumes.has(p.id)) throw INVALID_ID(cmd, 'id', p.id);
         if (p.virtualmachineid && !s.vms.has(p.virtualmachineid))
           throw INVALID_ID(cmd, 'virtualmachineid', p.virtualmachineid);
+        if (p.zoneid && !s.zones.has(p.zoneid)) throw INVALID_ID(cmd, 'zoneid', p.zoneid);
         let vols = s.liveVolumes();
         if (p.id) vols = vols.filter((v) => v.id === p.id);
         if (p.virtualmachineid) vols = vols.filter((v) => v.vmId === p.virtualmachineid);
         if (p.name) vols = vols.filter((v) => v.name === p.name);
+        if (p.zoneid) vols = vols.filter((v) => v.zoneid === p.zoneid);
         if (p.type) vols = vols.filter((v) => v.type === p.type!.toUpperCase());
         const count = vols.length;
         const pagesize = Number(p.pagesize ?? 500);
@@ -224,6 +267,17 @@ export class CloudStackSimulator {
       }
       case 'createVolume': {
         // §2.3: validated synchronously; the row exists at once in state Allocated.
+        // Parameter processing first (ParamProcessWorker: `size` is a Java long, ids UUIDs) …
+        if (p.size !== undefined && !/^[+-]?\d{1,18}$/.test(p.size))
+          throw new ApiError(
+            431,
+            `Unable to execute API command createvolume due to invalid value ${p.size} for parameter size`,
+            9999,
+          );
+        if (p.diskofferingid && !s.diskOfferings.has(p.diskofferingid))
+          throw INVALID_ID(cmd, 'diskofferingid', p.diskofferingid);
+        if (p.zoneid && !s.zones.has(p.zoneid)) throw INVALID_ID(cmd, 'zoneid', p.zoneid);
+        // … then VolumeApiServiceImpl.allocVolume, in its order (InvalidParameterValueException: 4350).
         if (!p.diskofferingid && !p.snapshotid) {
           throw new ApiError(
             431,
@@ -231,15 +285,20 @@ export class CloudStackSimulator {
             4350,
           );
         }
-        if (p.diskofferingid && !s.diskOfferings.has(p.diskofferingid))
-          throw INVALID_ID(cmd, 'diskofferingid', p.diskofferingid);
-        if (!p.zoneid) throw MISSING(cmd, 'zoneid');
-        if (!s.zones.has(p.zoneid)) throw INVALID_ID(cmd, 'zoneid', p.zoneid);
-        if (p.size === undefined)
+        const gb = p.size === undefined ? undefined : Number(p.size);
+        if (gb !== undefined && gb <= 0) throw new ApiError(431, 'Disk size must be larger than 0', 4350);
+        if (gb === undefined)
           throw new ApiError(431, 'This disk offering requires a custom size specified', 4350);
-        const gb = Number(p.size);
-        if (!Number.isInteger(gb) || gb < 1)
-          throw new ApiError(431, `Invalid size ${p.size}: custom size must be at least 1 GB`, 4350);
+        // validateCustomDiskOfferingSizeRange: custom.diskoffering.size.min/max (1 and 1024 GB).
+        const { customDiskMinGb: min, customDiskMaxGb: max } = s;
+        if (gb < min || gb > max) {
+          throw new ApiError(
+            431,
+            `Volume size: ${gb} GB is out of allowed range. Min: ${min}. Max: ${max}`,
+            4350,
+          );
+        }
+        if (!p.zoneid) throw MISSING(cmd, 'zoneid');
         const v = s.addVolume({
           name: p.name || randomUUID(),
           size: gb * 2 ** 30,

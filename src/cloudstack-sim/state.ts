@@ -54,6 +54,9 @@ export class SimState {
   private nextId = 1;
   /** Per-VM data-disk limit (hypervisor_capabilities.max_data_volumes_limit; KVM default 32). */
   maxDataVolumes = 32;
+  /** Size range of a custom-size volume in GB (custom.diskoffering.size.min / .max). */
+  customDiskMinGb = 1;
+  customDiskMaxGb = 1024;
 
   addZone(name = 'zone1', id: string = randomUUID()): SimZone {
     const z = { id, name };
@@ -143,6 +146,15 @@ export class SimState {
     return diskSerialFor(volumeId);
   }
 
+  /**
+   * The job still running on a volume, if any. CloudStack's volume view joins only pending jobs
+   * (job_status 0) whose instance is the volume; with several, the first queued is shown.
+   */
+  pendingJobOn(volumeId: string): SimJob | undefined {
+    for (const j of this.jobs.values()) if (j.status === 0 && j.instanceId === volumeId) return j;
+    return undefined;
+  }
+
   /** VolumeResponse JSON, with CloudStack's field names and JSON types; VM fields only when attached. */
   volumeJson(v: SimVolume): Record<string, unknown> {
     const zone = this.zones.get(v.zoneid);
@@ -184,6 +196,13 @@ export class SimState {
       out.vmstate = vm?.state;
       out.vmtype = 'User';
       out.attached = v.attached;
+    }
+    // A pending attach/detach/create shows as jobid + jobstatus 0; the state need not change (a
+    // detach leaves it Ready: CloudStack has no Detaching state).
+    const job = this.pendingJobOn(v.id);
+    if (job) {
+      out.jobid = job.id;
+      out.jobstatus = job.status;
     }
     return out;
   }

@@ -6,6 +6,7 @@ import {
   CloudStackJobTimeoutError,
   CloudStackNetworkError,
   CloudStackNotFoundError,
+  CloudStackVmNotFoundError,
 } from './errors.js';
 import { expiresIn, sign, signedQuery } from './signing.js';
 import type { AsyncOptions, CloudStackApi, CsVirtualMachine, CsVolume } from './types.js';
@@ -42,7 +43,7 @@ function isHttpUrl(u: string): boolean {
 
 const MUTATING = new Set(['createVolume', 'attachVolume', 'detachVolume', 'deleteVolume']);
 
-// Response shapes (shared/reference/cloudstack.md §2): parsed, not trusted.
+// Response shapes (CloudStack's VolumeResponse, UserVmResponse, job envelopes): parsed, not trusted.
 const volumeSchema = z
   .object({
     id: z.string(),
@@ -55,6 +56,8 @@ const volumeSchema = z
     deviceid: z.number().optional(),
     vmname: z.string().optional(),
     vmstate: z.string().optional(),
+    jobid: z.string().optional(),
+    jobstatus: z.number().optional(),
   })
   .passthrough();
 const vmSchema = z
@@ -80,9 +83,11 @@ const jobSchema = z.object({
   jobresult: z.unknown().optional(),
 });
 const startSchema = z.object({ jobid: z.string().min(1), id: z.string().optional() });
-// Lists: `{count, <object>: [...]}`, or `{}` when empty (§2).
+// Lists: `{count, <object>: [...]}`, or `{}` when empty.
 const volumeList = z.object({ count: z.number().optional(), volume: z.array(volumeSchema).optional() });
 const vmList = z.object({ count: z.number().optional(), virtualmachine: z.array(vmSchema).optional() });
+/** States a job moves a volume through; acting on a volume in one of them would only fail. */
+const TRANSITIONAL = new Set(['Attaching', 'Creating', 'Migrating']);
 
 /**
  * A CloudStack API client that signs requests as the server verifies them (signatureversion 3
@@ -105,7 +110,9 @@ export class CloudStackClient implements CloudStackApi {
 
   /**
    * One signed request; returns the single top-level value of the JSON body (every CloudStack
-   * reply has exactly one key, `<command>response`, §2). Non-200 → CloudStackError.
+   * reply has exactly one key, `<command>response`). Non-200 → CloudStackError. Parameters go
+   * as given: CloudStack's own refusals (e.g. control characters) come back as a 431 naming
+   * the parameter (CloudStackError.parameter).
    */
   async call(
     command: string,
@@ -131,7 +138,7 @@ export class CloudStackClient implements CloudStackApi {
       res = post
         ? await fetch(this.cfg.url, {
             method: 'POST',
-            // The form fields are signed like query parameters (the server merges both, §1.1).
+            // The form fields are signed like query parameters (the server merges both).
             body: new URLSearchParams({ ...all, signature: sign(all, this.cfg.secretKey) }),
             signal,
           })
@@ -190,14 +197,39 @@ export class CloudStackClient implements CloudStackApi {
     return r.data;
   }
 
+  /**
+   * CloudStack answers an unknown `id` with a 431 ("Invalid parameter id value=…"), not an empty
+   * list: that becomes CloudStackVmNotFoundError, so a wrong VM id reads as such.
+   */
   async listVirtualMachines(filter: { id?: string; name?: string } = {}): Promise<CsVirtualMachine[]> {
-    const r = await this.call('listVirtualMachines', { ...filter, listall: true });
-    return this.parse('listVirtualMachines', vmList, r).virtualmachine ?? [];
+    try {
+      const r = await this.call('listVirtualMachines', { ...filter, listall: true });
+      return this.parse('listVirtualMachines', vmList, r).virtualmachine ?? [];
+    } catch (err) {
+      if (filter.id !== undefined && isUnknown(err, 'id')) throw new CloudStackVmNotFoundError(filter.id);
+      throw err;
+    }
+  }
+
+  /** undefined when CloudStack does not know the VM (or lists it no more, e.g. destroyed). */
+  async getVirtualMachine(id: string): Promise<CsVirtualMachine | undefined> {
+    try {
+      return (await this.listVirtualMachines({ id }))[0];
+    } catch (err) {
+      if (err instanceof CloudStackVmNotFoundError) return undefined;
+      throw err;
+    }
   }
 
   /** All pages (CloudStack's default page size is 500). */
   async listVolumes(
-    filter: { id?: string; virtualmachineid?: string; name?: string; type?: 'ROOT' | 'DATADISK' } = {},
+    filter: {
+      id?: string;
+      virtualmachineid?: string;
+      name?: string;
+      zoneid?: string;
+      type?: 'ROOT' | 'DATADISK';
+    } = {},
   ): Promise<CsVolume[]> {
     const out: CsVolume[] = [];
     const pagesize = 500;
@@ -215,16 +247,17 @@ export class CloudStackClient implements CloudStackApi {
       const r = await this.call('listVolumes', { id, listall: true }, { signal });
       return (this.parse('listVolumes', volumeList, r).volume?.[0] ?? undefined) as CsVolume | undefined;
     } catch (err) {
-      // An unknown UUID is a synchronous 431, not an empty list (§2.5).
+      // An unknown UUID is a synchronous 431, not an empty list.
       if (err instanceof CloudStackError && err.notFound) return undefined;
       throw err;
     }
   }
 
   /**
-   * Validated synchronously (size in GiB); the volume exists at once in state Allocated and
-   * stays so until first attached (§2.3). With `resumeJobId`, the earlier attempt's job is
-   * waited for instead of creating a second volume.
+   * Validated synchronously (size in GiB, within custom.diskoffering.size.min/max, by default
+   * 1–1024): a refusal is a non-retryable 431 naming the parameter. The volume exists at once in
+   * state Allocated and stays so until first attached. With `resumeJobId`, the earlier
+   * attempt's job is waited for instead of creating a second volume.
    */
   async createVolume(
     a: { name: string; sizeGb: number; diskOfferingId: string; zoneId: string },
@@ -245,14 +278,16 @@ export class CloudStackClient implements CloudStackApi {
 
   async attachVolume(volumeId: string, vmId: string, opts: AsyncOptions = {}): Promise<CsVolume> {
     await this.resume('attachVolume', opts);
-    const v = await this.settled(volumeId, opts.signal);
+    const v = await this.settled('attachVolume', volumeId, opts);
     if (v.virtualmachineid === vmId) return v;
     if (v.virtualmachineid) throw new CloudStackConflictError(volumeId, v.virtualmachineid, vmId);
-    const r = await this.call(
-      'attachVolume',
-      { id: volumeId, virtualmachineid: vmId },
-      { signal: opts.signal },
-    );
+    let r: Record<string, unknown>;
+    try {
+      r = await this.call('attachVolume', { id: volumeId, virtualmachineid: vmId }, { signal: opts.signal });
+    } catch (err) {
+      if (isUnknown(err, 'virtualmachineid')) throw new CloudStackVmNotFoundError(vmId);
+      throw err;
+    }
     const jobId = this.parse('attachVolume', startSchema, r).jobid;
     opts.onJobStarted?.(jobId);
     try {
@@ -268,7 +303,7 @@ export class CloudStackClient implements CloudStackApi {
 
   async detachVolume(volumeId: string, opts: AsyncOptions & { fromVmId?: string } = {}): Promise<CsVolume> {
     await this.resume('detachVolume', opts);
-    const v = await this.settled(volumeId, opts.signal);
+    const v = await this.settled('detachVolume', volumeId, opts);
     if (!v.virtualmachineid) return v;
     if (opts.fromVmId && v.virtualmachineid !== opts.fromVmId) {
       throw new CloudStackConflictError(volumeId, v.virtualmachineid, opts.fromVmId);
@@ -285,7 +320,7 @@ export class CloudStackClient implements CloudStackApi {
     }
   }
 
-  /** Synchronous in CloudStack (§2.4); attached → 431, not retryable. */
+  /** Synchronous in CloudStack; attached → 431, not retryable. */
   async deleteVolume(volumeId: string): Promise<void> {
     if (!(await this.getVolume(volumeId))) return;
     try {
@@ -299,6 +334,15 @@ export class CloudStackClient implements CloudStackApi {
 
   /** Poll a job with backoff until it succeeds (its jobresult) or fails (CloudStackError). */
   async waitForJob(command: string, jobId: string, opts: AsyncOptions = {}): Promise<unknown> {
+    return this.pollJob(command, jobId, opts, this.cfg.asyncTimeoutMs);
+  }
+
+  private async pollJob(
+    command: string,
+    jobId: string,
+    opts: AsyncOptions,
+    timeoutMs: number,
+  ): Promise<unknown> {
     const started = Date.now();
     let delay = this.cfg.pollInitialMs;
     for (;;) {
@@ -313,8 +357,8 @@ export class CloudStackClient implements CloudStackApi {
       }
       opts.onPoll?.(jobId);
       const waited = Date.now() - started;
-      if (waited >= this.cfg.asyncTimeoutMs) throw new CloudStackJobTimeoutError(command, jobId, waited);
-      await sleep(Math.min(delay, this.cfg.asyncTimeoutMs - waited), opts.signal);
+      if (waited >= timeoutMs) throw new CloudStackJobTimeoutError(command, jobId, waited);
+      await sleep(Math.min(delay, timeoutMs - waited), opts.signal);
       delay = Math.min(delay * 2, this.cfg.pollMaxMs);
     }
   }
@@ -334,23 +378,59 @@ export class CloudStackClient implements CloudStackApi {
   }
 
   /**
-   * The volume, once no job of someone else's (or of our own lost attempt) is moving it: a
-   * volume in Attaching/Creating is waited for rather than acted on.
+   * The volume, once no job of someone else's (or of our own lost attempt) is moving it.
+   * CloudStack lists a volume's running job as `jobid` (jobstatus 0) — a detach leaves the state
+   * Ready, a queued attach has not reached Attaching yet — so that job is waited for (through
+   * queryAsyncJobResult, reporting each poll) instead of being raced by a second call whose job
+   * would fail. A transitional state with no job shown is polled. Only the wait for a job is
+   * bounded by asyncTimeoutMs as an error (retryable); a stuck state is acted on after it.
    */
-  private async settled(volumeId: string, signal?: AbortSignal): Promise<CsVolume> {
+  private async settled(command: string, volumeId: string, opts: AsyncOptions): Promise<CsVolume> {
     const started = Date.now();
     for (let delay = this.cfg.pollInitialMs; ; delay = Math.min(delay * 2, this.cfg.pollMaxMs)) {
-      const v = await this.getVolume(volumeId, signal);
+      const v = await this.getVolume(volumeId, opts.signal);
       if (!v) throw new CloudStackNotFoundError(volumeId);
-      if (!['Attaching', 'Creating', 'Migrating'].includes(v.state)) return v;
-      if (Date.now() - started > this.cfg.asyncTimeoutMs) return v;
-      await sleep(delay, signal);
+      const waited = Date.now() - started;
+      if (v.jobid) {
+        if (waited >= this.cfg.asyncTimeoutMs) throw new CloudStackJobTimeoutError(command, v.jobid, waited);
+        if (await this.outlast(command, v.jobid, opts, this.cfg.asyncTimeoutMs - waited)) continue;
+        opts.onPoll?.(v.jobid);
+      } else if (!TRANSITIONAL.has(v.state) || waited > this.cfg.asyncTimeoutMs) {
+        return v;
+      }
+      await sleep(delay, opts.signal);
+    }
+  }
+
+  /**
+   * Wait for a job found on the volume to end, whatever its outcome (the look-up after it
+   * decides). False when CloudStack will not tell us about it (e.g. another account's job):
+   * the caller then polls the volume instead.
+   */
+  private async outlast(
+    command: string,
+    jobId: string,
+    opts: AsyncOptions,
+    timeoutMs: number,
+  ): Promise<boolean> {
+    try {
+      await this.pollJob(command, jobId, { signal: opts.signal, onPoll: opts.onPoll }, timeoutMs);
+      return true;
+    } catch (err) {
+      if (opts.signal?.aborted) throw opts.signal.reason;
+      if (err instanceof CloudStackError) return err.inJob;
+      throw err; // network trouble or the wait timed out: retryable as they are
     }
   }
 
   private volumeOf(command: string, jobresult: unknown): CsVolume {
     return this.parse(command, z.object({ volume: volumeSchema }), jobresult).volume as CsVolume;
   }
+}
+
+/** CloudStack's 431 for a UUID it does not know, in the given parameter. */
+function isUnknown(err: unknown, parameter: string): boolean {
+  return err instanceof CloudStackError && err.notFound && err.parameter === parameter;
 }
 
 /** setTimeout that a cancellation ends early (with the signal's reason). */

@@ -3,7 +3,7 @@
  * (activities/failures.ts turns `retryable: false` into a non-retryable failure): parameter,
  * permission, unsupported and account-limit errors will not change on retry; internal, capacity,
  * unavailable, allocation and in-use errors (and network faults) may.
- * Codes: shared/reference/cloudstack.md fact 6.
+ * The codes are CloudStack's ApiErrorCode values, which are also the HTTP status of the reply.
  */
 export const RETRYABLE_CODES: ReadonlySet<number> = new Set([
   429, // too many requests
@@ -19,11 +19,40 @@ export function isRetryableCode(errorcode: number): boolean {
   return RETRYABLE_CODES.has(errorcode);
 }
 
-/** The text CloudStack gives for an unknown UUID (ParamProcessWorker; reference §2.5). */
+/** The text CloudStack gives for an unknown UUID (ParamProcessWorker) or a deleted volume. */
 const NOT_FOUND_TEXT = /entity does not exist|Unable to find volume/i;
+
+/**
+ * The request parameter a CloudStack error text blames, for the texts its parameter checks
+ * produce: a missing or unknown/ill-typed value (ParamProcessWorker), control characters
+ * (ApiServer.checkCharacterInkParams), and createVolume's size checks (VolumeApiServiceImpl),
+ * which do not name the parameter themselves.
+ */
+const PARAMETER_TEXTS: [RegExp, string?][] = [
+  [/due to missing parameter (\S+)$/],
+  [/Invalid parameter (\S+) value=/],
+  [/due to invalid value .* for parameter (\S+)$/s],
+  [/illegal ASCII non-printable characters for parameter (\S+)$/],
+  // Older releases: "Received value <v> for parameter <p> is invalid, contains illegal …".
+  [/for parameter (\S+) is invalid, contains illegal ASCII non-printable characters$/s],
+  [/^Volume size: .* is out of allowed range/, 'size'],
+  [/^Disk size must be larger than 0/, 'size'],
+  [/^This disk offering requires a custom size/, 'size'],
+  [/^Please specify a size of at least 1 GB/, 'size'],
+];
+
+export function parameterOf(errortext: string): string | undefined {
+  for (const [re, fixed] of PARAMETER_TEXTS) {
+    const m = re.exec(errortext);
+    if (m) return fixed ?? m[1];
+  }
+  return undefined;
+}
 
 export class CloudStackError extends Error {
   readonly retryable: boolean;
+  /** The request parameter CloudStack refused, when its text says (see parameterOf). */
+  readonly parameter: string | undefined;
   constructor(
     readonly command: string,
     readonly errorcode: number,
@@ -32,11 +61,13 @@ export class CloudStackError extends Error {
     /** True when the failure came from an async job (jobstatus 2), not the HTTP call. */
     readonly inJob = false,
   ) {
+    const parameter = errorcode === 431 ? parameterOf(errortext) : undefined;
     super(
-      `CloudStack ${command} failed${inJob ? ' in its job' : ''}: ${errorcode}${cserrorcode ? `/${cserrorcode}` : ''} ${errortext}`,
+      `CloudStack ${command} failed${inJob ? ' in its job' : ''}: ${errorcode}${cserrorcode ? `/${cserrorcode}` : ''} ${errortext}${parameter ? ` (parameter ${parameter})` : ''}`,
     );
     this.name = 'CloudStackError';
     this.retryable = isRetryableCode(errorcode);
+    this.parameter = parameter;
   }
 
   /** Real clients detect "no such entity" from this text (cloudstack-go GetVolumeByID). */
@@ -81,6 +112,18 @@ export class CloudStackNotFoundError extends Error {
   constructor(readonly volumeId: string) {
     super(`volume ${volumeId} does not exist in CloudStack`);
     this.name = 'VolumeNotFound';
+  }
+}
+
+/**
+ * The VM id is unknown to CloudStack (its 431 for the id): a wrong id, e.g. APPLIANCE_VM_ID, not
+ * a passing fault.
+ */
+export class CloudStackVmNotFoundError extends Error {
+  readonly retryable = false;
+  constructor(readonly vmId: string) {
+    super(`virtual machine ${vmId} does not exist in CloudStack`);
+    this.name = 'VirtualMachineNotFound';
   }
 }
 

@@ -2,7 +2,7 @@ import { createHmac } from 'node:crypto';
 
 /**
  * CloudStack request signing exactly as the management server verifies it
- * (ApiServer.verifyRequest; shared/reference/cloudstack.md §1): every parameter but `signature`,
+ * (CloudStack's ApiServer.verifyRequest): every parameter but `signature`,
  * sorted by name as sent, `name=value` with the value encoded like Java's URLEncoder and then
  * `+` → `%20`, joined with `&`, the whole string lower-cased, HMAC-SHA1 with the secret, Base64.
  */
@@ -36,7 +36,11 @@ export function signedQuery(params: Record<string, string>, secretKey: string): 
   return `${pairs.join('&')}&signature=${encodeURIComponent(sign(params, secretKey))}`;
 }
 
-/** `expires` for signatureversion=3: RFC 3339 in UTC, as cloudstack-go sends it. */
+/**
+ * `expires` for signatureversion=3 as `yyyy-MM-dd'T'HH:mm:ssZ` in UTC, e.g.
+ * 2026-12-02T00:40:00+0000: CloudStack's own date pattern. Older releases parse only this form
+ * (a trailing `Z`, which cloudstack-go sends, fails there as a 401); current ones parse both.
+ */
 export function expiresIn(ms: number, now = Date.now()): string {
-  return new Date(now + ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
+  return new Date(now + ms).toISOString().replace(/\.\d{3}Z$/, '+0000');
 }

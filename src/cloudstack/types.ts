@@ -1,20 +1,23 @@
 /**
  * The narrow CloudStack interface the rest of the code depends on. The HTTP client in this
  * folder implements it against a real management server (or the simulator, which it cannot
- * tell apart). Shapes follow CloudStack's VolumeResponse / UserVmResponse (see
- * shared/reference/cloudstack.md §2.6–2.8); only fields we use are typed.
+ * tell apart). Shapes follow CloudStack's VolumeResponse / UserVmResponse; only fields we use
+ * are typed.
  */
 export interface CsVolume {
   id: string;
   name: string;
   type: 'ROOT' | 'DATADISK';
-  state: string; // Allocated, Creating, Ready, Attaching, Destroy, …
+  state: string; // Allocated, Creating, Ready, Attaching, Destroy, … (no Detaching: stays Ready)
   size: number; // bytes
   zoneid: string;
   virtualmachineid?: string;
   deviceid?: number;
   vmname?: string;
   vmstate?: string;
+  /** Only while a job is still running on the volume (attach, detach, create …): jobstatus 0. */
+  jobid?: string;
+  jobstatus?: number;
 }
 
 export interface CsVirtualMachine {
@@ -39,15 +42,25 @@ export interface AsyncOptions {
 }
 
 export interface CloudStackApi {
+  /** With `id`, an id CloudStack does not know fails with VirtualMachineNotFound (not []). */
   listVirtualMachines(filter?: { id?: string; name?: string }): Promise<CsVirtualMachine[]>;
-  listVolumes(filter?: { id?: string; virtualmachineid?: string }): Promise<CsVolume[]>;
+  listVolumes(filter?: {
+    id?: string;
+    virtualmachineid?: string;
+    name?: string;
+    zoneid?: string;
+    type?: 'ROOT' | 'DATADISK';
+  }): Promise<CsVolume[]>;
   /** undefined when CloudStack says the volume does not exist. */
   getVolume(id: string): Promise<CsVolume | undefined>;
   createVolume(
     args: { name: string; sizeGb: number; diskOfferingId: string; zoneId: string },
     opts?: AsyncOptions,
   ): Promise<CsVolume>;
-  /** Idempotent: already attached to `vmId` → returns the volume; attached elsewhere → conflict error. */
+  /**
+   * Idempotent: already attached to `vmId` → returns the volume; attached elsewhere → conflict
+   * error. A job already running on the volume (e.g. an earlier attempt's) is waited for first.
+   */
   attachVolume(volumeId: string, vmId: string, opts?: AsyncOptions): Promise<CsVolume>;
   /** Idempotent: not attached → returns the volume. With `fromVmId`, attached elsewhere → conflict error. */
   detachVolume(volumeId: string, opts?: AsyncOptions & { fromVmId?: string }): Promise<CsVolume>;

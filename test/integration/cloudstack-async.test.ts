@@ -84,6 +84,85 @@ test('attach: job pending while the hypervisor works (Allocated→Creating→Rea
   await cs.detachVolume(v.id);
 });
 
+test('a running job shows on the volume as jobid + jobstatus 0: Attaching for an attach, Ready for a detach (§2.8)', async () => {
+  const v = await newVolume('marked');
+  await cs.attachVolume(v.id, applianceId); // Ready from now on
+  await cs.detachVolume(v.id);
+  const listed = async () =>
+    (
+      await raw(
+        env.url,
+        { command: 'listVolumes', id: v.id, response: 'json', apiKey: env.apiKey },
+        env.secretKey,
+      )
+    ).body.listvolumesresponse!.volume as Record<string, unknown>[];
+  const start = async (command: 'attachVolume' | 'detachVolume') => {
+    const params: Record<string, string> = { command, id: v.id, response: 'json', apiKey: env.apiKey };
+    if (command === 'attachVolume') params.virtualmachineid = applianceId;
+    const r = await raw(env.url, params, env.secretKey, 'POST');
+    return String(r.body[`${command.toLowerCase()}response`]!.jobid);
+  };
+
+  appliance.hold();
+  const attachJob = await start('attachVolume');
+  await appliance.entered.promise;
+  const attaching = (await listed())[0]!;
+  assert.equal(attaching.state, 'Attaching');
+  assert.equal(attaching.jobid, attachJob);
+  assert.equal(attaching.jobstatus, 0);
+  appliance.release();
+  await cs.waitForJob('attachVolume', attachJob);
+  const idle = (await listed())[0]!;
+  assert.equal('jobid' in idle, false, 'finished jobs are not shown');
+  assert.equal('jobstatus' in idle, false);
+
+  appliance.hold();
+  const detachJob = await start('detachVolume');
+  await appliance.entered.promise;
+  const detaching = (await listed())[0]!;
+  assert.equal(detaching.state, 'Ready', 'CloudStack has no Detaching state');
+  assert.equal(detaching.virtualmachineid, applianceId, 'still attached until the job ends');
+  assert.equal(detaching.jobid, detachJob);
+  assert.equal(detaching.jobstatus, 0);
+  // Through the client the same marks are typed on CsVolume.
+  const typed = (await cs.getVolume(v.id))!;
+  assert.deepEqual([typed.jobid, typed.jobstatus], [detachJob, 0]);
+  appliance.release();
+  await cs.waitForJob('detachVolume', detachJob);
+  assert.equal((await cs.getVolume(v.id))!.jobid, undefined);
+});
+
+test('attach of a volume whose detach is still running waits for that job, then attaches (no conflict, no extra call)', async () => {
+  const v = await newVolume('handover');
+  await cs.attachVolume(v.id, applianceId);
+  appliance.hold();
+  const detach = await raw(
+    env.url,
+    { command: 'detachVolume', id: v.id, response: 'json', apiKey: env.apiKey },
+    env.secretKey,
+    'POST',
+  );
+  const detachJob = String(detach.body.detachvolumeresponse!.jobid);
+  await appliance.entered.promise;
+  const detaches = count('detachVolume');
+  const polled: string[] = [];
+  // The detach may end only once the attach has seen it pending: it cannot skip the wait.
+  const r = await cs.attachVolume(v.id, targetId, {
+    onPoll: (j) => {
+      polled.push(j);
+      if (j === detachJob) appliance.release();
+    },
+  });
+  assert.equal(r.virtualmachineid, targetId, 'not a conflict with the VM it was leaving');
+  assert.equal(polled[0], detachJob, 'it waited for the detach job first');
+  assert.equal(count('detachVolume'), detaches, 'and did not detach again');
+  assert.deepEqual(
+    appliance.calls.filter((c) => c.volumeId === v.id).map((c) => c.op),
+    ['attach', 'detach'],
+  );
+  await cs.detachVolume(v.id);
+});
+
 test('a failing hypervisor fails the job with 530 "Failed to attach volume …" and rolls back (§3)', async () => {
   const v = await newVolume('doomed');
   appliance.fail = 'device_add: Duplicate ID';
@@ -257,4 +336,17 @@ test('listVirtualMachines and listVolumes through the client', async () => {
   const roots = await cs.listVolumes({ virtualmachineid: targetId, type: 'ROOT' });
   assert.equal(roots.length, 1);
   assert.equal(roots[0]!.deviceid, 0);
+  // By name within a zone (what finding a volume whose create reply was lost needs).
+  const other = env.state.addZone('zone2');
+  const here = await newVolume('by-name');
+  env.state.addVolume({ name: 'by-name', size: 2 ** 30, zoneid: other.id });
+  assert.deepEqual(
+    (await cs.listVolumes({ name: 'by-name', zoneid: env.zone.id })).map((v) => v.id),
+    [here.id],
+  );
+  assert.equal((await cs.listVolumes({ name: 'by-name' })).length, 2);
+  await assert.rejects(
+    cs.listVolumes({ zoneid: '00000000-aaaa-bbbb-cccc-00000000000f' }),
+    (e: unknown) => e instanceof CloudStackError && e.parameter === 'zoneid' && !e.retryable,
+  );
 });

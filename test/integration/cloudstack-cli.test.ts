@@ -1,6 +1,6 @@
 // Conformance with a real third-party client: Debian's `cloudstack` CLI (package `cs`,
-// python3-cs 2.7.1), which signs with signatureversion=3 + expires and camel-case
-// signatureVersion (shared/reference/cloudstack.md §1.3, §5.2). If our simulator's signing,
+// python3-cs 2.7.1), which signs with signatureversion=3 + expires (…+0000) and camel-case
+// signatureVersion, GET unless --post. If our simulator's signing,
 // envelopes or job handling drifted from CloudStack's, this client would reject them.
 import assert from 'node:assert/strict';
 import { constants } from 'node:fs';

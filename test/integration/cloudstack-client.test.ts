@@ -5,6 +5,7 @@ import {
   CloudStackConflictError,
   CloudStackError,
   CloudStackNetworkError,
+  CloudStackVmNotFoundError,
 } from '../../src/cloudstack/errors.js';
 import { signedQuery } from '../../src/cloudstack/signing.js';
 import { startSimulator } from '../../src/cloudstack-sim/index.js';
@@ -42,8 +43,72 @@ test('createVolume: async-create, Allocated until first attach, size in bytes (�
   assert.equal(v.virtualmachineid, undefined);
   await assert.rejects(
     cs.createVolume({ name: 'bad', sizeGb: 0, diskOfferingId: env.offering.id, zoneId: env.zone.id }),
-    (e: unknown) => e instanceof CloudStackError && e.errorcode === 431 && !e.retryable && !e.inJob,
+    (e: unknown) =>
+      e instanceof CloudStackError &&
+      e.errorcode === 431 &&
+      !e.retryable &&
+      !e.inJob &&
+      e.parameter === 'size',
   );
+});
+
+test('createVolume refusals are final and name the parameter: size over 1024 GB, control characters', async () => {
+  const before = env.sim.state.volumes.size;
+  await assert.rejects(
+    cs.createVolume({ name: 'huge', sizeGb: 1025, diskOfferingId: env.offering.id, zoneId: env.zone.id }),
+    (e: unknown) => {
+      assert.ok(e instanceof CloudStackError);
+      assert.deepEqual([e.errorcode, e.cserrorcode, e.retryable, e.inJob], [431, 4350, false, false]);
+      assert.equal(e.parameter, 'size');
+      assert.equal(
+        e.message,
+        'CloudStack createVolume failed: 431/4350 Volume size: 1025 GB is out of allowed range. Min: 1. Max: 1024 (parameter size)',
+      );
+      return true;
+    },
+  );
+  await assert.rejects(
+    cs.createVolume({ name: 'tab\tname', sizeGb: 1, diskOfferingId: env.offering.id, zoneId: env.zone.id }),
+    (e: unknown) =>
+      e instanceof CloudStackError &&
+      e.errorcode === 431 &&
+      !e.retryable &&
+      e.parameter === 'name' &&
+      /non-printable characters for parameter name \(parameter name\)$/.test(e.message),
+  );
+  // A control character in an id is CloudStack's refusal too, not "no such volume".
+  await assert.rejects(
+    cs.attachVolume('bad\u0000id', env.targets[0]!.id),
+    (e: unknown) => e instanceof CloudStackError && e.parameter === 'id' && !e.notFound && !e.retryable,
+  );
+  assert.equal(env.sim.state.volumes.size, before, 'nothing was created');
+  assert.equal((await newVolume(1024)).size, 1024 * 2 ** 30, 'the maximum itself is allowed');
+});
+
+test('unknown VM ids: a clear, final VirtualMachineNotFound; getVirtualMachine → undefined (§2.6)', async () => {
+  const missing = '00000000-aaaa-bbbb-cccc-0000000000ff';
+  // CloudStack answers 431 for the id; the client says what that means (a health check that
+  // lists the configured APPLIANCE_VM_ID reports this message).
+  await assert.rejects(cs.listVirtualMachines({ id: missing }), (e: unknown) => {
+    assert.ok(e instanceof CloudStackVmNotFoundError);
+    assert.equal(e.vmId, missing);
+    assert.equal(e.retryable, false);
+    assert.equal(e.name, 'VirtualMachineNotFound');
+    assert.equal(e.message, `virtual machine ${missing} does not exist in CloudStack`);
+    return true;
+  });
+  assert.equal(await cs.getVirtualMachine(missing), undefined);
+  assert.equal((await cs.getVirtualMachine(env.appliance.id))?.name, 'migration-appliance');
+  // Other failures are not mistaken for "not found".
+  env.sim.faults.inject({ command: 'listVirtualMachines', kind: 'error', errorcode: 530 });
+  await assert.rejects(
+    cs.getVirtualMachine(env.appliance.id),
+    (e: unknown) => e instanceof CloudStackError && e.retryable,
+  );
+  // Attaching to an unknown VM is the same clear error, and starts no job.
+  const v = await newVolume();
+  await assert.rejects(cs.attachVolume(v.id, missing), CloudStackVmNotFoundError);
+  assert.equal((await cs.getVolume(v.id))!.jobid, undefined);
 });
 
 test('attach/detach: device ids 1, 2, 4 (3 is the CD-ROM), states, idempotency (§3)', async () => {

@@ -11,6 +11,7 @@ import {
 } from '../../src/cloudstack/errors.js';
 import { InMemoryHypervisor } from '../../src/cloudstack-sim/hypervisor.js';
 import { startSimulator, type RunningSimulator } from '../../src/cloudstack-sim/index.js';
+import { GatedHypervisor, raw } from './cloudstack-helpers.js';
 
 let env: RunningSimulator;
 let cs: CloudStackClient;
@@ -136,27 +137,91 @@ test('lost reply after CloudStack attached: the retry succeeds without attaching
   await cs.detachVolume(v.id);
 });
 
-test('lost reply while the job is still queued: the retry’s own job loses, and the client still reports success', async () => {
-  // Jobs run in the order they were queued; the first (lost) one attaches, the retry's fails with
-  // "not attached to any VM" — which the client recognises from a fresh look-up.
-  env.sim.jobDurationMs = 100;
+test('lost reply while the attach is still queued: the retry waits for that job on the volume, attaching once', async () => {
+  // CloudStack lists the pending job on the volume (jobid, jobstatus 0) while the state is still
+  // Allocated; the retry must wait for it rather than queue a second attach.
+  env.sim.jobDurationMs = 500; // the queued phase the retry lands in (a local round trip is ~1 ms)
   try {
     const v = await newVolume();
     env.faults.inject({ command: 'attachVolume', kind: 'lost-reply' });
     await assert.rejects(cs.attachVolume(v.id, vm), CloudStackNetworkError);
+    const lostJob = [...env.state.jobs.values()].at(-1)!;
+    assert.equal(lostJob.instanceId, v.id);
     const before = env.sim.requests.filter((x) => x.command === 'attachVolume').length;
-    const r = await cs.attachVolume(v.id, vm);
+    const polled: string[] = [];
+    const r = await cs.attachVolume(v.id, vm, { onPoll: (j) => polled.push(j) });
     assert.equal(r.virtualmachineid, vm);
+    assert.ok(polled.includes(lostJob.id), 'it waited for the job it found on the volume');
     assert.equal(
       env.sim.requests.filter((x) => x.command === 'attachVolume').length,
-      before + 1,
-      'a second job was issued',
+      before,
+      'no second attachVolume',
     );
     assert.equal(hvCalls('attach', v.id), 1);
     await cs.detachVolume(v.id);
   } finally {
     env.sim.jobDurationMs = 0;
   }
+});
+
+test('lost reply on a detach still running: the retry waits for it (Ready + jobid, no Detaching) instead of detaching again', async () => {
+  const gated = new GatedHypervisor();
+  const target = env.state.addVm({ name: 'gated-detach', zoneid: env.zone.id });
+  env.sim.setHypervisor(target.id, gated);
+  const v = await newVolume();
+  await cs.attachVolume(v.id, target.id);
+  gated.hold();
+  env.faults.inject({ command: 'detachVolume', kind: 'lost-reply' });
+  await assert.rejects(cs.detachVolume(v.id), CloudStackNetworkError);
+  await gated.entered.promise; // CloudStack's job is at the hypervisor now
+  const mid = (await cs.getVolume(v.id))!;
+  assert.equal(mid.state, 'Ready', 'CloudStack has no Detaching state');
+  assert.equal(mid.virtualmachineid, target.id);
+  assert.equal(typeof mid.jobid, 'string');
+  assert.equal(mid.jobstatus, 0);
+  const before = env.sim.requests.filter((x) => x.command === 'detachVolume').length;
+  // The job ends only once the retry has seen it pending, so the retry cannot skip the wait.
+  const retry = cs.detachVolume(v.id, { fromVmId: target.id, onPoll: () => gated.release() });
+  assert.equal((await retry).virtualmachineid, undefined);
+  assert.equal(
+    env.sim.requests.filter((x) => x.command === 'detachVolume').length,
+    before,
+    'no second detach',
+  );
+  assert.deepEqual(
+    gated.calls.filter((c) => c.op === 'detach'),
+    [{ op: 'detach', volumeId: v.id }],
+  );
+  env.sim.setHypervisor(target.id, undefined);
+});
+
+test('an attach queued by someone else between our look-up and our call wins: our job fails, the client reports success', async () => {
+  // The other party's job is queued first; ours then fails "not attached to any VM", which the
+  // client recognises from a fresh look-up showing the volume where we want it.
+  const v = await newVolume();
+  let raced = false;
+  env.sim.beforeCommand = async (command) => {
+    if (command !== 'attachVolume' || raced) return;
+    raced = true;
+    const other = await raw(
+      env.url,
+      { command: 'attachVolume', id: v.id, virtualmachineid: vm, response: 'json', apiKey: env.apiKey },
+      env.secretKey,
+    );
+    assert.equal(other.status, 200);
+  };
+  try {
+    const jobs: string[] = [];
+    const r = await cs.attachVolume(v.id, vm, { onJobStarted: (j) => jobs.push(j) });
+    assert.equal(r.virtualmachineid, vm);
+    assert.equal(raced, true);
+    const ours = env.state.jobs.get(jobs[0]!)!;
+    assert.equal(ours.status, 2, 'our own job lost');
+    assert.equal(hvCalls('attach', v.id), 1, 'plugged once');
+  } finally {
+    env.sim.beforeCommand = undefined;
+  }
+  await cs.detachVolume(v.id);
 });
 
 test('lost reply on detach and on delete: retries succeed', async () => {

@@ -1,4 +1,5 @@
-// The simulator's wire behaviour, field by field, against shared/reference/cloudstack.md.
+// The simulator's wire behaviour, field by field, against what CloudStack's server code does
+// (section numbers: §1 signing, §2 commands and envelopes, §3 volume behaviour).
 // Requests are made raw (not through our client) so every byte the simulator returns is seen.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -103,10 +104,31 @@ describe('signature verification over the wire (§1)', () => {
   });
 
   test('expires formats the server parses are accepted; without signatureversion 3 it is not checked (fact 4)', async () => {
-    for (const expires of ['2030-01-01T00:00:00Z', '2030-01-01T00:00:00+00:00', '2030-01-01T00:00:00+0000'])
+    for (const expires of [
+      '2030-01-01T00:00:00+0000', // CloudStack's own pattern: what our client sends
+      '2030-01-01T00:00:00Z', // cloudstack-go
+      '2030-01-01T00:00:00+00:00',
+      '2030-01-01T05:30:00.250+05:30',
+      '2030-01-01T00:00:00Z+0000', // the legacy literal-Z form
+    ])
       assert.equal(
         (await req({ command: 'listZones', signatureversion: '3', expires })).status,
         200,
+        expires,
+      );
+    // What DateUtil.parseTZDateString cannot parse is a 401, however far in the future.
+    for (const expires of [
+      '2030-01-01T00:00:00', // no offset
+      '2030-01-01 00:00:00Z',
+      '2030-01-01',
+      '2030-02-30T00:00:00Z', // no such day
+      '2030-01-01T24:00:00Z',
+      '2030-01-01T00:00:00+25:00',
+      '1893456000',
+    ])
+      assert.equal(
+        (await req({ command: 'listZones', signatureversion: '3', expires })).status,
+        401,
         expires,
       );
     // python cs sends signatureVersion in camel case (§1.3); names are matched ignoring case.
@@ -182,6 +204,67 @@ describe('envelopes and fields (§2)', () => {
     assert.deepEqual(pastEnd.body, { listvolumesresponse: { count: 1 } });
   });
 
+  test('listVirtualMachines / listZones with an unknown id: 431 with CloudStack’s text, not an empty list (§2.5)', async () => {
+    const missing = '00000000-aaaa-bbbb-cccc-000000000000';
+    for (const [command, key] of [
+      ['listVirtualMachines', 'listvirtualmachinesresponse'],
+      ['listZones', 'listzonesresponse'],
+    ] as const) {
+      const r = await req({ command, id: missing });
+      assert.equal(r.status, 431, command);
+      assert.deepEqual(r.body, {
+        [key]: {
+          uuidList: [],
+          errorcode: 431,
+          cserrorcode: 9999,
+          errortext: `Unable to execute API command ${command.toLowerCase()} due to invalid value. Invalid parameter id value=${missing} due to incorrect long value format, or entity does not exist or due to incorrect parameter annotation for the field in api cmd class.`,
+        },
+      });
+    }
+    // Known ids still list; an unmatched name is still the empty list.
+    const zone = await req({ command: 'listZones', id: VEC.zone });
+    assert.deepEqual(
+      (zone.body.listzonesresponse!.zone as { id: string }[]).map((z) => z.id),
+      [VEC.zone],
+    );
+    const vm = await req({ command: 'listVirtualMachines', id: VEC.vm });
+    assert.equal(vm.body.listvirtualmachinesresponse!.count, 1);
+    assert.equal(
+      (await req({ command: 'listVirtualMachines', name: 'nobody' })).text,
+      '{"listvirtualmachinesresponse":{}}',
+    );
+  });
+
+  test('control characters in any value: 431/9999 naming the parameter, nothing done; LF and CR pass (ApiServer)', async () => {
+    const create = { command: 'createVolume', size: '1', zoneid: VEC.zone, diskofferingid: VEC.offering };
+    const volumes = env.state.volumes.size;
+    for (const [name, method] of [
+      ['tab\there', 'GET'],
+      ['nul\u0000', 'POST'],
+      ['del\u007f', 'GET'],
+      ['esc\u001b[0m', 'POST'],
+    ] as const) {
+      const r = await req({ ...create, name }, method);
+      assert.equal(r.status, 431, JSON.stringify(name));
+      assert.deepEqual(r.body, {
+        createvolumeresponse: {
+          uuidList: [],
+          errorcode: 431,
+          cserrorcode: 9999,
+          errortext: 'Received value containing illegal ASCII non-printable characters for parameter name',
+        },
+      });
+    }
+    assert.equal(env.state.volumes.size, volumes, 'no volume was created');
+    // Any parameter, not only names.
+    const list = await req({ command: 'listVolumes', keyword: 'a\u0001b' });
+    assert.match(String(list.body.listvolumesresponse!.errortext), /for parameter keyword$/);
+    // CloudStack's class leaves out LF and CR.
+    const ok = await req({ ...create, name: 'two\r\nlines' });
+    assert.equal(ok.status, 200);
+    assert.equal(env.state.volumes.size, volumes + 1);
+  });
+
   test('unknown UUID → synchronous 431 with the text clients match (§2.5)', async () => {
     const missing = '00000000-aaaa-bbbb-cccc-000000000000';
     const r = await req({ command: 'attachVolume', id: missing, virtualmachineid: VEC.vm });
@@ -233,15 +316,40 @@ describe('envelopes and fields (§2)', () => {
     assert.equal(v[0]!.state, 'Allocated');
     assert.equal(v[0]!.size, 3 * 2 ** 30);
     assert.equal('path' in v[0]!, false);
+    const offered = { zoneid: VEC.zone, diskofferingid: VEC.offering };
     for (const [params, text] of [
-      [{ size: '3', zoneid: VEC.zone }, /At least one of disk Offering ID or snapshot ID/],
-      [{ zoneid: VEC.zone, diskofferingid: VEC.offering }, /requires a custom size/],
-      [{ size: '0', zoneid: VEC.zone, diskofferingid: VEC.offering }, /at least 1 GB/],
+      [{ size: '3', zoneid: VEC.zone }, /^At least one of disk Offering ID or snapshot ID/],
+      [offered, /^This disk offering requires a custom size specified$/],
+      [{ size: '0', ...offered }, /^Disk size must be larger than 0$/],
+      [{ size: '-5', ...offered }, /^Disk size must be larger than 0$/],
+      // custom.diskoffering.size.max defaults to 1024 (GB).
+      [{ size: '1025', ...offered }, /^Volume size: 1025 GB is out of allowed range\. Min: 1\. Max: 1024$/],
     ] as const) {
       const bad = await req({ command: 'createVolume', name: 'bad', ...params });
-      assert.equal(bad.status, 431);
+      assert.equal(bad.status, 431, JSON.stringify(params));
       assert.equal(bad.body.createvolumeresponse!.cserrorcode, 4350);
       assert.match(String(bad.body.createvolumeresponse!.errortext), text);
+    }
+    // Not a Java long: refused while parsing parameters (9999).
+    const frac = await req({ command: 'createVolume', name: 'bad', size: '1.5', ...offered });
+    assert.equal(frac.status, 431);
+    assert.deepEqual(frac.body.createvolumeresponse, {
+      uuidList: [],
+      errorcode: 431,
+      cserrorcode: 9999,
+      errortext: 'Unable to execute API command createvolume due to invalid value 1.5 for parameter size',
+    });
+    // The bounds themselves are allowed, and the maximum is configurable.
+    const max = await req({ command: 'createVolume', name: 'max', size: '1024', ...offered });
+    assert.equal(max.status, 200);
+    env.state.customDiskMaxGb = 2048;
+    try {
+      assert.equal(
+        (await req({ command: 'createVolume', name: 'big', size: '2048', ...offered })).status,
+        200,
+      );
+    } finally {
+      env.state.customDiskMaxGb = 1024;
     }
   });
 

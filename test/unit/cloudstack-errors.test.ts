@@ -8,10 +8,12 @@ import {
   CloudStackJobTimeoutError,
   CloudStackNetworkError,
   CloudStackNotFoundError,
+  CloudStackVmNotFoundError,
   isRetryable,
+  parameterOf,
 } from '../../src/cloudstack/errors.js';
 
-// Codes and their meaning: shared/reference/cloudstack.md fact 6.
+// Codes and their meaning: CloudStack's ApiErrorCode (HTTP status = errorcode).
 test('errorcode classification: parameter/permission/limit errors are final, the rest retryable', () => {
   const final = [401, 431, 432, 531, 532];
   const retry = [530, 533, 534, 535, 536];
@@ -88,4 +90,53 @@ test('client config is validated and every bad field is named', () => {
     /url: must be an http\(s\) URL of the API/,
   );
   assert.ok(new CloudStackClient({ url: 'http://127.0.0.1:8080/client/api', apiKey: 'k', secretKey: 's' }));
+});
+
+test('the refused parameter is read from CloudStack’s texts, and the message names it', () => {
+  // Texts as ParamProcessWorker, ApiServer.checkCharacterInkParams and VolumeApiServiceImpl write them.
+  const cases: [string, string | undefined][] = [
+    ['Unable to execute API command deletevolume due to missing parameter id', 'id'],
+    [
+      'Unable to execute API command listvirtualmachines due to invalid value. Invalid parameter id value=00000000-aaaa-bbbb-cccc-000000000000 due to incorrect long value format, or entity does not exist or due to incorrect parameter annotation for the field in api cmd class.',
+      'id',
+    ],
+    ['Unable to execute API command createvolume due to invalid value 1.5 for parameter size', 'size'],
+    ['Received value containing illegal ASCII non-printable characters for parameter name', 'name'],
+    // Older releases quoted the value (which may itself hold a newline).
+    [
+      'Received value a\nb\tc for parameter name is invalid, contains illegal ASCII non-printable characters',
+      'name',
+    ],
+    ['Volume size: 1025 GB is out of allowed range. Min: 1. Max: 1024', 'size'],
+    ['Volume size: 2000GB is out of allowed range. Max: 1024 Min:1', 'size'], // older wording
+    ['Disk size must be larger than 0', 'size'],
+    ['This disk offering requires a custom size specified', 'size'],
+    ['Please specify a volume that is not attached to any VM.', undefined],
+  ];
+  for (const [text, parameter] of cases) assert.equal(parameterOf(text), parameter, text);
+
+  const e = new CloudStackError(
+    'createVolume',
+    431,
+    'Received value containing illegal ASCII non-printable characters for parameter name',
+    9999,
+  );
+  assert.equal(e.parameter, 'name');
+  assert.equal(e.retryable, false);
+  assert.equal(e.notFound, false);
+  assert.match(e.message, /for parameter name \(parameter name\)$/);
+  // Only parameter errors (431) name a parameter.
+  const other = new CloudStackError('createVolume', 530, 'Disk size must be larger than 0');
+  assert.equal(other.parameter, undefined);
+  assert.doesNotMatch(other.message, /\(parameter/);
+  // Plain enumerable fields, so an activity failure's details carry it.
+  assert.equal(Object.entries(e).find(([k]) => k === 'parameter')?.[1], 'name');
+});
+
+test('an unknown VM is a final VirtualMachineNotFound naming the id', () => {
+  const e = new CloudStackVmNotFoundError('vm-1');
+  assert.equal(e.retryable, false);
+  assert.equal(isRetryable(e), false);
+  assert.equal(e.name, 'VirtualMachineNotFound');
+  assert.equal(e.message, 'virtual machine vm-1 does not exist in CloudStack');
 });

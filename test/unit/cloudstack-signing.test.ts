@@ -6,7 +6,9 @@ import { diskSerialFor } from '../../src/cloudstack/serial.js';
 
 const hmac = (s: string, key: string) => createHmac('sha1', key).update(s).digest('base64');
 
-test('the published attachVolume vector (shared/reference/cloudstack.md §1.4 B)', () => {
+// Vectors: CloudStack's signing guide and signatures cross-checked with python3-cs and
+// cloudstack-go (§1.4 A–C); the server rule is ApiServer.verifyRequest.
+test('the published attachVolume vector (§1.4 B)', () => {
   const params = {
     apiKey: 'demo-api-key',
     command: 'attachVolume',
@@ -90,6 +92,16 @@ test('names sort as sent (case-sensitive, before lowercasing) and are not encode
   assert.equal(stringToSign({ 'tags[0].key': 'a b' }), 'tags[0].key=a%20b');
 });
 
-test('expires for signatureversion 3 is RFC 3339 UTC without milliseconds', () => {
-  assert.equal(expiresIn(60_000, Date.parse('2029-12-31T23:59:00.500Z')), '2030-01-01T00:00:00Z');
+test("expires for signatureversion 3 is yyyy-MM-dd'T'HH:mm:ss+0000, the pattern old releases parse too", () => {
+  assert.equal(expiresIn(60_000, Date.parse('2029-12-31T23:59:00.500Z')), '2030-01-01T00:00:00+0000');
+  assert.equal(expiresIn(0, Date.parse('2026-12-02T00:40:00Z')), '2026-12-02T00:40:00+0000');
+  assert.match(expiresIn(10 * 60_000), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+0000$/);
+  // The + must reach the server as %2B (a raw + decodes as a space, an unparsable date → 401).
+  const params = {
+    apiKey: 'k',
+    command: 'listZones',
+    expires: expiresIn(0, Date.parse('2030-01-01T00:00:00Z')),
+  };
+  assert.ok(signedQuery(params, 's').includes('expires=2030-01-01T00%3A00%3A00%2B0000'));
+  assert.equal(stringToSign(params), 'apikey=k&command=listzones&expires=2030-01-01t00%3a00%3a00%2b0000');
 });
