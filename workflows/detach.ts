@@ -6,6 +6,8 @@ import { recordLocation, takeOffAppliance, validateMapped } from './volume-steps
 /**
  * detach: the volume leaves the appliance. dm → error target [relink] → CloudStack detach
  * [re-attach, correlate] → record detached [restore row]. The export stays, answering errors.
+ * A volume on the VM it was given to (failover) is taken off that VM instead
+ * [re-attach to it] → record detached.
  */
 export async function detachVolume(input: DetachInput): Promise<OperationResult> {
   const acts = activitiesFor(input);
@@ -19,16 +21,26 @@ export async function detachVolume(input: DetachInput): Promise<OperationResult>
       status: 'completed',
       location: 'detached',
     };
-    if (volume.attachedTo && volume.attachedTo !== input.applianceVmId) {
-      throw permanentFailure(
-        `volume ${input.volumeId} is attached to VM ${volume.attachedTo}, not the appliance`,
-        'VolumeAttachedElsewhere',
-      );
-    }
     if (!volume.attachedTo && m.location === 'detached' && m.dmState === 'error')
       return { ...result, noop: true };
 
-    if (volume.attachedTo) await takeOffAppliance(saga, acts, input, m);
+    if (volume.attachedTo && volume.attachedTo !== input.applianceVmId) {
+      // On the VM we gave it to (failover, or an attach to that VM): take it off that VM. The dm
+      // device stays an error target and the export stays, as while it was there.
+      if (m.location !== 'target' || m.targetVmId !== volume.attachedTo) {
+        throw permanentFailure(
+          `volume ${input.volumeId} is attached to VM ${volume.attachedTo}, which is neither the appliance ` +
+            `nor the VM it was given to (${m.targetVmId ?? 'none'}): detach it in CloudStack, then reconcile`,
+          'VolumeAttachedElsewhere',
+        );
+      }
+      const fromVmId = volume.attachedTo;
+      await saga.step(
+        'cloudstack-detach-target',
+        () => acts.control.csDetach({ volumeId: input.volumeId, fromVmId }),
+        () => acts.control.csAttach({ volumeId: input.volumeId, vmId: fromVmId }),
+      );
+    } else if (volume.attachedTo) await takeOffAppliance(saga, acts, input, m);
     else
       await saga.step('dm-error', () =>
         acts.host.hostDmEnsureError({ name: m.persistentName, sectors: Math.floor(m.sizeBytes / 512) }),

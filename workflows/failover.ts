@@ -6,6 +6,7 @@ import { recordLocation, takeOffAppliance, validateMapped } from './volume-steps
 /**
  * failover: the volume moves to the migrated VM. As detach (dm → error, CloudStack detach),
  * then CloudStack attach to the target [detach from it] → record. The export name never changes.
+ * `asRoot`: attached as the target's root disk (CloudStack deviceid 0).
  */
 export async function failoverVolume(input: FailoverInput): Promise<OperationResult> {
   const acts = activitiesFor(input);
@@ -32,9 +33,11 @@ export async function failoverVolume(input: FailoverInput): Promise<OperationRes
     }
 
     if (volume.attachedTo === input.applianceVmId) await takeOffAppliance(saga, acts, input, m);
+    // The OS disk goes on as the target's root disk (deviceid 0), the way the engine fails a VM over.
+    const deviceId = input.asRoot ? { deviceId: 0 } : {};
     await saga.step(
       'cloudstack-attach-target',
-      () => acts.control.csAttach({ volumeId: input.volumeId, vmId: input.targetVmId }),
+      () => acts.control.csAttach({ volumeId: input.volumeId, vmId: input.targetVmId, ...deviceId }),
       () => acts.control.csDetach({ volumeId: input.volumeId, fromVmId: input.targetVmId }),
     );
     await recordLocation(saga, acts, input, {

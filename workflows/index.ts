@@ -1,5 +1,6 @@
 // Every workflow type the control worker registers. Workflow code is bundled by the Temporal
 // worker and runs in its deterministic sandbox: no I/O, clocks or randomness of its own.
+export { createVolume } from './create.js';
 export { attachVolume } from './attach.js';
 export { detachVolume } from './detach.js';
 export { failoverVolume } from './failover.js';

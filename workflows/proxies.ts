@@ -10,7 +10,15 @@ import type { WorkflowContext } from '../src/domain/operations.js';
 import { hostQueue } from '../src/temporal/task-queues.js';
 
 /** Failures that retrying cannot fix; everything else retries with backoff, bounded. */
-const NON_RETRYABLE = ['InvalidInput', 'DiskAlreadyMapped', 'StaleMapping', 'VolumeNotFound'];
+const NON_RETRYABLE = [
+  'InvalidInput',
+  'DiskAlreadyMapped',
+  'NameCollision',
+  'MappingMismatch',
+  'NameUnknown',
+  'StaleMapping',
+  'VolumeNotFound',
+];
 
 /**
  * Activity stubs for one operation. Control activities run on the workflow's own (control)

@@ -50,7 +50,7 @@ export class Saga {
   private pivoted = false;
 
   constructor(
-    private readonly ctx: WorkflowContext,
+    private ctx: WorkflowContext,
     readonly type: OperationType,
     private readonly acts: Activities,
     private readonly request: unknown,
@@ -103,7 +103,8 @@ export class Saga {
   async run(body: () => Promise<OperationResult>): Promise<OperationResult> {
     const info = workflowInfo();
     upsertSearchAttributes([
-      { key: SA.VolumeId, value: this.ctx.volumeId },
+      // A create learns its volume id from CloudStack (volumeKnown).
+      ...(this.ctx.volumeId ? [{ key: SA.VolumeId, value: this.ctx.volumeId }] : []),
       { key: SA.ApplianceVmId, value: this.ctx.applianceVmId },
       { key: SA.OperationType, value: this.type },
       { key: SA.NeedsAttention, value: false },
@@ -113,7 +114,7 @@ export class Saga {
       workflowId: info.workflowId,
       runId: info.runId,
       type: this.type,
-      volumeId: this.ctx.volumeId,
+      volumeId: this.ctx.volumeId || null,
       vmId: this.vmId,
       request: this.request,
     });
@@ -210,6 +211,19 @@ export class Saga {
       );
       throw err;
     }
+  }
+
+  /** A create's volume now exists: its id goes on the search attributes and the audit row. */
+  async volumeKnown(volumeId: string): Promise<void> {
+    this.ctx = { ...this.ctx, volumeId };
+    upsertSearchAttributes([{ key: SA.VolumeId, value: volumeId }]);
+    await CancellationScope.nonCancellable(() =>
+      this.acts.audit.auditOperationStatus({
+        operationId: this.ctx.operationId,
+        status: 'running',
+        volumeId,
+      }),
+    );
   }
 
   /** After this point nothing is compensated (e.g. the volume is deleted in CloudStack). */

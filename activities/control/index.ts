@@ -8,7 +8,7 @@ import * as ops from '../../src/db/operations.js';
 import * as reconcileDb from '../../src/db/reconcile.js';
 import { devicePathSchema } from '../../src/device/types.js';
 import { uuid } from '../../src/domain/ids.js';
-import { exportNameSchema } from '../../src/domain/naming.js';
+import { exportNameSchema, namingFromEngineVolumeName } from '../../src/domain/naming.js';
 import {
   diskIndex,
   normalizedVmName,
@@ -99,7 +99,18 @@ const backend = z.enum(['nbdkit-dir', 'nbd-server']);
 const volumeArg = z.object({ volumeId });
 const schemas = {
   volume: volumeArg,
-  csAttach: z.object({ volumeId, vmId: uuid }),
+  csAttach: z.object({ volumeId, vmId: uuid, deviceId: z.number().int().min(0).max(1000).optional() }),
+  csCreate: z.object({
+    name: z.string().min(1).max(255),
+    sizeGb: z.number().int('must be whole GiB').positive('must be positive'),
+    diskOfferingId: uuid,
+    zoneId: uuid,
+  }),
+  checkName: z.object({
+    sourceVmName: normalizedVmName.optional(),
+    diskIndex: diskIndex.optional(),
+    volumeName: z.string().max(255),
+  }),
   csDetach: z.object({ volumeId, fromVmId: uuid.optional() }),
   assignName: z.object({
     volumeId,
@@ -137,12 +148,13 @@ const schemas = {
   operationStart: z.object({
     operationId,
     type: z.enum(OPERATION_TYPES),
-    volumeId,
+    volumeId: volumeId.nullable(),
     vmId: uuid.nullable(),
   }),
   operationStatus: z.object({
     operationId,
     status: z.enum(OPERATION_STATUSES),
+    volumeId: volumeId.optional(),
   }),
   step: z.object({ operationId, seq: z.number().int('must be an integer').min(0, 'must be at least 0') }),
   reconStart: z.object({ applianceVmId: uuid, dryRun: z.boolean() }),
@@ -153,6 +165,21 @@ const schemas = {
     status: z.enum(['completed', 'failed']),
   }),
 };
+/**
+ * A volume created under this name in this zone and never attached: what a lost create reply
+ * left. Anything else under the name (attached, another size) is not ours to adopt.
+ */
+async function findCreated(
+  cloudstack: CloudStackApi,
+  a: { name: string; sizeGb: number; zoneId: string },
+): Promise<CsVolume | undefined> {
+  const same = (await cloudstack.listVolumes({ name: a.name, zoneid: a.zoneId })).filter(
+    (v) =>
+      v.name === a.name && v.type === 'DATADISK' && !v.virtualmachineid && v.size === a.sizeGb * 1024 ** 3,
+  );
+  return same.length === 1 ? same[0] : undefined;
+}
+
 /** Parse, throwing the ZodError (named fields) on bad input; returns nothing on purpose. */
 function check(schema: z.ZodType, value: unknown): void {
   schema.parse(value);
@@ -166,10 +193,44 @@ export function createControlActivities({ cloudstack, db }: ControlDeps) {
       const v = await cloudstack.getVolume(volumeId);
       return v ? facts(v) : null;
     },
-    /** Idempotent attach; after a timeout the retry polls the job it already started. */
-    async csAttach(a: { volumeId: string; vmId: string }): Promise<VolumeFacts> {
+    /**
+     * Idempotent attach; after a timeout the retry polls the job it already started. `deviceId`
+     * 0 attaches as the VM's root disk (the VM must be stopped and have none).
+     */
+    async csAttach(a: { volumeId: string; vmId: string; deviceId?: number }): Promise<VolumeFacts> {
       check(schemas.csAttach, a);
-      return facts(await cloudstack.attachVolume(a.volumeId, a.vmId, jobOptions()));
+      const opts = a.deviceId === undefined ? jobOptions() : { ...jobOptions(), deviceId: a.deviceId };
+      return facts(await cloudstack.attachVolume(a.volumeId, a.vmId, opts));
+    },
+    /**
+     * Create a volume, once: a retry after a lost reply polls the job its first attempt started
+     * (heartbeat), and a retry that never saw the job id finds the volume by its name in the
+     * zone instead of creating a second one (names are unique per engine disk).
+     */
+    async csCreate(a: {
+      name: string;
+      sizeGb: number;
+      diskOfferingId: string;
+      zoneId: string;
+    }): Promise<VolumeFacts> {
+      check(schemas.csCreate, a);
+      const opts = jobOptions();
+      if (!opts.resumeJobId) {
+        const found = await findCreated(cloudstack, a);
+        if (found) return facts(found);
+      }
+      return facts(await cloudstack.createVolume(a, opts));
+    },
+    /** The volume a create may have made although its reply was lost (the undo's target). */
+    async csFindCreated(a: {
+      name: string;
+      sizeGb: number;
+      diskOfferingId: string;
+      zoneId: string;
+    }): Promise<VolumeFacts | null> {
+      check(schemas.csCreate, a);
+      const v = await findCreated(cloudstack, a);
+      return v ? facts(v) : null;
     },
     /** Idempotent detach; `fromVmId` guards against detaching from an unexpected VM. */
     async csDetach(a: { volumeId: string; fromVmId?: string }): Promise<VolumeFacts> {
@@ -198,6 +259,22 @@ export function createControlActivities({ cloudstack, db }: ControlDeps) {
           err instanceof mappings.MappingMismatchError ||
           err instanceof mappings.NameUnknownError
         )
+          throw permanent(err.message, err.name);
+        throw err;
+      }
+    },
+    /** create's validate: the name the new volume will have, or the refusal it would meet. */
+    async dbCheckName(a: { sourceVmName?: string; diskIndex?: number; volumeName: string }): Promise<string> {
+      check(schemas.checkName, a);
+      const naming =
+        a.sourceVmName !== undefined && a.diskIndex !== undefined
+          ? { sourceVmName: a.sourceVmName, diskIndex: a.diskIndex }
+          : namingFromEngineVolumeName(a.volumeName);
+      try {
+        if (!naming) throw new mappings.NameUnknownError('(new)', a.volumeName);
+        return await mappings.refuseTaken(db, naming);
+      } catch (err) {
+        if (err instanceof Error && 'retryable' in err && err.retryable === false)
           throw permanent(err.message, err.name);
         throw err;
       }
@@ -275,6 +352,7 @@ export function createControlActivities({ cloudstack, db }: ControlDeps) {
       response?: unknown;
       error?: string | null;
       finished?: boolean;
+      volumeId?: string;
     }): Promise<void> {
       check(schemas.operationStatus, a);
       await ops.recordOperationStatus(db, a.operationId, a.status, a);

@@ -10,6 +10,7 @@ import {
 import { startSimulator } from '../cloudstack-sim/index.js';
 import { loadConfig } from '../config/index.js';
 import { getExport } from '../db/exports.js';
+import { importOldDatabase } from '../db/import-old.js';
 import { getMapping, listMappings } from '../db/mappings.js';
 import { listOperations } from '../db/operations.js';
 import { createPool } from '../db/pool.js';
@@ -261,6 +262,38 @@ program
           `${res.findings.length} findings, ${res.repaired} repaired, ${res.reported} reported, ${res.busy} busy`,
         );
       });
+    });
+  });
+
+program
+  .command('import-old')
+  .description(
+    "adopt the old volume daemon's mappings (read-only on its database); a dry run unless --apply, then reconcile maps and exports them",
+  )
+  .requiredOption('--from-db <name>', "the old daemon's database on the same server (e.g. migratekit_oma)")
+  .option('--appliance <vmId>')
+  .option('--apply', 'write the adopted rows (default: only print the plan)')
+  .action(async (o: { fromDb: string; appliance?: string; apply?: boolean }) => {
+    const applianceVmId = appliance(o);
+    if (!applianceVmId)
+      throw new InvalidRequestError([{ field: '--appliance', message: 'required (or APPLIANCE_VM_ID)' }]);
+    const r = await withDb((db) =>
+      importOldDatabase(db, { from: o.fromDb, applianceVmId, apply: Boolean(o.apply) }),
+    );
+    out(r, () => {
+      for (const d of r.adopted)
+        if (d.action === 'adopt')
+          console.log(
+            `adopt    ${d.volumeId}  ${d.persistentName ?? '(named by the rule)'}  VM "${d.sourceVmName}" disk ${d.diskIndex}  ${d.location}`,
+          );
+      for (const d of r.skipped) if (d.action === 'skip') console.log(`skip     ${d.volumeId}  ${d.why}`);
+      for (const v of r.present) console.log(`present  ${v}  (already ours)`);
+      console.log(
+        `${r.adopted.length} to adopt, ${r.skipped.length} skipped, ${r.present.length} already present` +
+          (r.dryRun
+            ? ' — dry run: nothing written; run again with --apply'
+            : ' — written; now run: volumectl reconcile'),
+      );
     });
   });
 

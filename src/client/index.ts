@@ -6,6 +6,8 @@ import { volumeId as volumeIdSchema } from '../domain/ids.js';
 import { diskIndexFromKey } from '../domain/naming.js';
 import {
   attachRequest,
+  createRequest,
+  GIB,
   deleteRequest,
   detachRequest,
   failbackRequest,
@@ -18,7 +20,7 @@ import {
   type WorkflowContext,
 } from '../domain/operations.js';
 import { SA } from '../temporal/search-attributes.js';
-import { controlQueue, volumeWorkflowId } from '../temporal/task-queues.js';
+import { controlQueue, createWorkflowId, volumeWorkflowId } from '../temporal/task-queues.js';
 
 /**
  * The typed client the migration engine (and our HTTP API and CLI) use to start volume
@@ -72,12 +74,19 @@ export interface OperationHandle {
 }
 
 const WORKFLOW_TYPE: Record<Exclude<OperationType, 'repair'>, string> = {
+  create: 'createVolume',
   attach: 'attachVolume',
   detach: 'detachVolume',
   failover: 'failoverVolume',
   failback: 'failbackVolume',
   delete: 'deleteVolume',
 };
+
+/** The line an operator scans in the Temporal UI's workflow list. */
+function summaryOf(type: string, input: WorkflowContext & { name?: string }, vmName?: string): string {
+  const what = input.volumeId ? `volume ${input.volumeId}` : `new volume "${input.name ?? '?'}"`;
+  return `${type} ${what}${vmName ? ` of VM "${vmName}"` : ''}`;
+}
 
 function parse<S extends z.ZodType>(schema: S, input: unknown): z.output<S> {
   const r = schema.safeParse(input);
@@ -127,12 +136,42 @@ export class VolumeLifecycleClient {
     const naming = r.sourceVmName !== undefined ? { sourceVmName: r.sourceVmName, diskIndex } : {};
     return this.start('attach', { ...this.context(r), ...naming }, r.sourceVmName);
   }
+  /**
+   * Create a CloudStack volume with its persistent name. Its workflow id is `create:<operation
+   * id>` (the volume id is CloudStack's to give); the result carries `volumeId`.
+   */
+  async create(request: unknown): Promise<OperationHandle> {
+    const r = parse(createRequest, request);
+    let diskIndex: number | undefined;
+    try {
+      diskIndex = r.diskKey === undefined ? undefined : diskIndexFromKey(r.diskKey);
+    } catch (e) {
+      throw new InvalidRequestError([{ field: 'diskKey', message: (e as Error).message }]);
+    }
+    const ctx = this.context({ ...r, volumeId: '' });
+    return this.start(
+      'create',
+      {
+        ...ctx,
+        name: r.name,
+        sizeGb: Math.ceil(r.sizeBytes / GIB),
+        diskOfferingId: r.diskOfferingId,
+        zoneId: r.zoneId,
+        ...(r.sourceVmName !== undefined ? { sourceVmName: r.sourceVmName, diskIndex } : {}),
+      },
+      r.sourceVmName,
+    );
+  }
   async detach(request: unknown): Promise<OperationHandle> {
     return this.start('detach', this.context(parse(detachRequest, request)));
   }
   async failover(request: unknown): Promise<OperationHandle> {
     const r = parse(failoverRequest, request);
-    return this.start('failover', { ...this.context(r), targetVmId: r.targetVmId });
+    return this.start('failover', {
+      ...this.context(r),
+      targetVmId: r.targetVmId,
+      ...(r.asRoot ? { asRoot: true } : {}),
+    });
   }
   async failback(request: unknown): Promise<OperationHandle> {
     return this.start('failback', this.context(parse(failbackRequest, request)));
@@ -169,16 +208,17 @@ export class VolumeLifecycleClient {
     input: I & { idempotent?: boolean },
     vmName?: string,
   ): Promise<OperationHandle> {
-    const workflowId = volumeWorkflowId(input.volumeId);
+    const workflowId =
+      type === 'create' ? createWorkflowId(input.operationId) : volumeWorkflowId(input.volumeId);
     // A retried request (same idempotency key) whose operation already finished gets that
     // operation back instead of starting a second one.
-    if (input.idempotent) {
+    if (input.idempotent && type !== 'create') {
       const last = await this.latest(input.volumeId);
       if (last && last.operationId === input.operationId) return last;
     }
     delete input.idempotent;
     const pairs = [
-      { key: SA.VolumeId, value: input.volumeId },
+      ...(input.volumeId ? [{ key: SA.VolumeId, value: input.volumeId }] : []),
       { key: SA.ApplianceVmId, value: input.applianceVmId },
       { key: SA.OperationType, value: type as string },
       { key: SA.SagaStep, value: 'queued' },
@@ -190,10 +230,11 @@ export class VolumeLifecycleClient {
         taskQueue: controlQueue(this.prefix),
         args: [input],
         workflowIdConflictPolicy: 'FAIL',
-        workflowIdReusePolicy: 'ALLOW_DUPLICATE',
+        // A create's id is its idempotency key: once it ran, the same key gets that run back.
+        workflowIdReusePolicy: type === 'create' ? 'REJECT_DUPLICATE' : 'ALLOW_DUPLICATE',
         memo: { operationId: input.operationId, type },
         typedSearchAttributes: new TypedSearchAttributes(pairs),
-        staticSummary: `${type} volume ${input.volumeId}`,
+        staticSummary: summaryOf(type, input, vmName),
       });
       return this.wrap(handle, handle.firstExecutionRunId, input.operationId, type, input.volumeId, false);
     } catch (err) {

@@ -324,7 +324,19 @@ export class CloudStackSimulator {
             throw new ApiError(431, 'Please specify a VM that is either running or stopped.');
           if (vm.zoneid !== v.zoneid)
             throw new ApiError(431, 'Please specify a VM that is in the same zone as the volume.');
-          if (s.dataDiskCount(vm.id) >= s.maxDataVolumes) {
+          // deviceid 0: the ROOT rules (validateRootVolumeDetachAttach: on KVM only a Stopped VM,
+          // with the same text as for a detach; one root per VM).
+          const asRoot = p.deviceid !== undefined && Number(p.deviceid) === 0;
+          if (asRoot) {
+            if (vm.state !== 'Stopped')
+              throw new ApiError(
+                431,
+                'Root volume detach can happen only when vm is in states: Stopped or Destroyed',
+              );
+            if (s.liveVolumes().some((x) => x.vmId === vm.id && x.deviceId === 0))
+              throw new ApiError(431, 'Vm already has root volume attached to it');
+          }
+          if (!asRoot && s.dataDiskCount(vm.id) >= s.maxDataVolumes) {
             throw new ApiError(
               431,
               `The specified VM already has the maximum number of data disks (${s.maxDataVolumes}) attached. Please specify another VM.`,
@@ -350,7 +362,10 @@ export class CloudStackSimulator {
               `Failed to attach volume ${v.name} to VM ${vm.name}; ${(err as Error).message}`,
             );
           }
+          // Attached at device 0 a volume becomes the VM's ROOT (VolumeDaoImpl.attachVolume), and a
+          // DATADISK again when detached.
           Object.assign(v, { vmId: vm.id, deviceId, attached: csDate(), state: 'Ready' });
+          if (deviceId === 0) v.type = 'ROOT';
           return { volume: s.volumeJson(v) };
         });
         return { jobid: job.id };
@@ -386,6 +401,7 @@ export class CloudStackSimulator {
           delete v.vmId;
           delete v.deviceId;
           delete v.attached;
+          if (v.type === 'ROOT') v.type = 'DATADISK';
           return { volume: s.volumeJson(v) };
         });
         return { jobid: job.id };
@@ -420,8 +436,8 @@ export class CloudStackSimulator {
       return free;
     }
     const n = Number(requested);
-    if (!Number.isInteger(n) || n < 1 || n === 3 || n > s.maxDataVolumes + 1)
-      throw new ApiError(530, `deviceId should be 1,2,4-${s.maxDataVolumes + 1}`);
+    if (!Number.isInteger(n) || n < 0 || n === 3 || n > s.maxDataVolumes + 1)
+      throw new ApiError(530, `deviceId should be 0,1,2,4-${s.maxDataVolumes + 1}`);
     if (s.liveVolumes().some((v) => v.vmId === vmId && v.deviceId === n))
       throw new ApiError(530, `deviceId ${n} is used by vm ${vmInternalId}`);
     return n;

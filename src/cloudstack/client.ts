@@ -276,14 +276,22 @@ export class CloudStackClient implements CloudStackApi {
     return this.volumeOf('createVolume', await this.waitForJob('createVolume', jobId, opts));
   }
 
-  async attachVolume(volumeId: string, vmId: string, opts: AsyncOptions = {}): Promise<CsVolume> {
+  /** `deviceId` 0 attaches as the VM's ROOT disk (CloudStack then requires the VM Stopped, without one). */
+  async attachVolume(
+    volumeId: string,
+    vmId: string,
+    opts: AsyncOptions & { deviceId?: number } = {},
+  ): Promise<CsVolume> {
     await this.resume('attachVolume', opts);
     const v = await this.settled('attachVolume', volumeId, opts);
-    if (v.virtualmachineid === vmId) return v;
+    if (v.virtualmachineid === vmId && (opts.deviceId === undefined || v.deviceid === opts.deviceId))
+      return v;
     if (v.virtualmachineid) throw new CloudStackConflictError(volumeId, v.virtualmachineid, vmId);
+    const args: Record<string, string | number> = { id: volumeId, virtualmachineid: vmId };
+    if (opts.deviceId !== undefined) args.deviceid = opts.deviceId;
     let r: Record<string, unknown>;
     try {
-      r = await this.call('attachVolume', { id: volumeId, virtualmachineid: vmId }, { signal: opts.signal });
+      r = await this.call('attachVolume', args, { signal: opts.signal });
     } catch (err) {
       if (isUnknown(err, 'virtualmachineid')) throw new CloudStackVmNotFoundError(vmId);
       throw err;

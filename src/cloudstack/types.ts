@@ -61,7 +61,11 @@ export interface CloudStackApi {
    * Idempotent: already attached to `vmId` → returns the volume; attached elsewhere → conflict
    * error. A job already running on the volume (e.g. an earlier attempt's) is waited for first.
    */
-  attachVolume(volumeId: string, vmId: string, opts?: AsyncOptions): Promise<CsVolume>;
+  attachVolume(
+    volumeId: string,
+    vmId: string,
+    opts?: AsyncOptions & { deviceId?: number },
+  ): Promise<CsVolume>;
   /** Idempotent: not attached → returns the volume. With `fromVmId`, attached elsewhere → conflict error. */
   detachVolume(volumeId: string, opts?: AsyncOptions & { fromVmId?: string }): Promise<CsVolume>;
   /** Idempotent: already gone → success. */

@@ -226,25 +226,7 @@ export async function assignName(
         (input.volumeName !== undefined ? namingFromEngineVolumeName(input.volumeName) : undefined);
       if (!naming) throw new NameUnknownError(input.volumeId, input.volumeName);
 
-      const [sameDisk] = await conn.query<MappingRow[]>(
-        'SELECT volume_id FROM device_mappings WHERE source_vm_name = ? AND disk_index = ? AND volume_id <> ?',
-        [naming.sourceVmName, naming.diskIndex, input.volumeId],
-      );
-      if (sameDisk[0])
-        throw new DiskAlreadyMappedError(naming.sourceVmName, naming.diskIndex, sameDisk[0].volume_id);
-      const name = persistentNameFor(naming.sourceVmName, naming.diskIndex);
-      const [holder] = await conn.query<MappingRow[]>(
-        'SELECT * FROM device_mappings WHERE persistent_device_name = ? AND volume_id <> ?',
-        [name, input.volumeId],
-      );
-      if (holder[0]) {
-        const other = fromRow(holder[0]);
-        // Committed between the two reads by a racing attach of the same disk: that is this disk.
-        if (other.sourceVmName === naming.sourceVmName && other.diskIndex === naming.diskIndex)
-          throw new DiskAlreadyMappedError(naming.sourceVmName, naming.diskIndex, other.volumeId);
-        throw new NameCollisionError(name, naming, other);
-      }
-
+      const name = await refuseTaken(conn, naming, input.volumeId);
       if (row) {
         // A row adopted from the old daemon, without a name yet: name it in place.
         await conn.query(
@@ -286,6 +268,37 @@ export async function assignName(
       conn.release();
     }
   }
+}
+
+/**
+ * The name of (VM, disk), or the refusal that assigning it would meet: the disk is another
+ * volume's, or another VM name holds the name. Read-only; `assignName` runs it inside its
+ * transaction, and create runs it before anything is created.
+ */
+export async function refuseTaken(
+  db: Pool | PoolConnection,
+  naming: { sourceVmName: string; diskIndex: number },
+  volumeId?: string,
+): Promise<string> {
+  const [sameDisk] = await db.query<MappingRow[]>(
+    'SELECT volume_id FROM device_mappings WHERE source_vm_name = ? AND disk_index = ? AND volume_id <> ?',
+    [naming.sourceVmName, naming.diskIndex, volumeId ?? ''],
+  );
+  if (sameDisk[0])
+    throw new DiskAlreadyMappedError(naming.sourceVmName, naming.diskIndex, sameDisk[0].volume_id);
+  const name = persistentNameFor(naming.sourceVmName, naming.diskIndex);
+  const [holder] = await db.query<MappingRow[]>(
+    'SELECT * FROM device_mappings WHERE persistent_device_name = ? AND volume_id <> ?',
+    [name, volumeId ?? ''],
+  );
+  if (holder[0]) {
+    const other = fromRow(holder[0]);
+    // Committed between the two reads by a racing attach of the same disk: that is this disk.
+    if (other.sourceVmName === naming.sourceVmName && other.diskIndex === naming.diskIndex)
+      throw new DiskAlreadyMappedError(naming.sourceVmName, naming.diskIndex, other.volumeId);
+    throw new NameCollisionError(name, naming, other);
+  }
+  return name;
 }
 
 /**

@@ -8,7 +8,8 @@ export interface OperationStart {
   workflowId: string;
   runId: string;
   type: OperationType;
-  volumeId: string;
+  /** null for a create until CloudStack has given the volume its id. */
+  volumeId: string | null;
   vmId: string | null;
   request: unknown;
 }
@@ -27,16 +28,17 @@ export async function recordOperationStatus(
   pool: Pool,
   operationId: string,
   status: OperationStatus,
-  extra: { response?: unknown; error?: string | null; finished?: boolean } = {},
+  extra: { response?: unknown; error?: string | null; finished?: boolean; volumeId?: string } = {},
 ): Promise<void> {
   await pool.query(
     `UPDATE volume_operations SET status = ?, response = COALESCE(?, response), error = COALESCE(?, error),
-       finished_at = IF(?, CURRENT_TIMESTAMP(3), finished_at)
+       volume_id = COALESCE(?, volume_id), finished_at = IF(?, CURRENT_TIMESTAMP(3), finished_at)
      WHERE operation_id = ?`,
     [
       status,
       extra.response === undefined ? null : JSON.stringify(extra.response),
       extra.error ?? null,
+      extra.volumeId ?? null,
       extra.finished ? 1 : 0,
       operationId,
     ],
@@ -81,7 +83,7 @@ export interface OperationRow {
   workflowId: string;
   runId: string | null;
   type: OperationType;
-  volumeId: string;
+  volumeId: string | null;
   vmId: string | null;
   status: OperationStatus;
   request: unknown;

@@ -6,7 +6,7 @@ import { DISK_INDEX_MAX, DISK_KEY_FIRST, DISK_KEY_LAST, diskKeyNumber, normalize
  * Inputs of the five volume operations, validated with zod wherever they cross a boundary
  * (client library, HTTP API, CLI). Workflow code imports the *types* only.
  */
-export const OPERATION_TYPES = ['attach', 'detach', 'failover', 'failback', 'delete', 'repair'] as const;
+export const OPERATION_TYPES = ['create', 'attach', 'detach', 'failover', 'failback', 'delete', 'repair'] as const;
 export type OperationType = (typeof OPERATION_TYPES)[number];
 
 /**
@@ -101,9 +101,48 @@ export const attachRequest = z
     }
   });
 export const detachRequest = z.object(common);
-export const failoverRequest = z.object({ ...common, targetVmId: vmId });
+/** `asRoot`: attach as the VM's root disk (CloudStack deviceid 0; the VM must be stopped). */
+export const failoverRequest = z.object({ ...common, targetVmId: vmId, asRoot: z.boolean().optional() });
 export const failbackRequest = z.object(common);
 export const deleteRequest = z.object(common);
+
+/** CloudStack takes sizes in whole GiB; the engine sends bytes. */
+export const GIB = 1024 ** 3;
+
+/**
+ * create: a new CloudStack volume whose persistent name is born with it, from the VM name and
+ * disk key (the engine's metadata source_vm_name / disk_unit_number) or, failing those, from the
+ * engine's volume name pattern; refused before anything is created when neither names it.
+ */
+export const createRequest = z
+  .object({
+    operationId: uuid.optional(),
+    applianceVmId,
+    name: z
+      .string()
+      .min(1, 'must not be empty')
+      .max(255, 'must be at most 255 characters')
+      .refine((n) => !/[\p{Cc}\p{Cf}]/u.test(n), 'must not contain control or invisible characters'),
+    sizeBytes: z
+      .number('must be a number of bytes')
+      .int('must be a whole number of bytes')
+      .positive('must be positive')
+      .max(Number.MAX_SAFE_INTEGER),
+    diskOfferingId: uuid,
+    zoneId: uuid,
+    sourceVmName: sourceVmName.optional(),
+    diskKey: diskKey.optional(),
+  })
+  .superRefine((r, ctx) => {
+    if ((r.sourceVmName === undefined) !== (r.diskKey === undefined)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [r.sourceVmName === undefined ? 'sourceVmName' : 'diskKey'],
+        message: 'sourceVmName and diskKey come together: send both, or neither (the volume name then names it)',
+      });
+    }
+  });
+export type CreateRequest = z.input<typeof createRequest>;
 
 export type AttachRequest = z.input<typeof attachRequest>;
 export type DetachRequest = z.input<typeof detachRequest>;
@@ -129,6 +168,18 @@ export interface AttachInput extends WorkflowContext {
 export type DetachInput = WorkflowContext;
 export interface FailoverInput extends WorkflowContext {
   targetVmId: string;
+  /** Attach as the target's root disk (deviceid 0): the engine's OS-disk failover. */
+  asRoot?: boolean;
+}
+
+/** create runs before the volume exists: `volumeId` is empty until CloudStack gives it one. */
+export interface CreateInput extends WorkflowContext {
+  name: string;
+  sizeGb: number;
+  diskOfferingId: string;
+  zoneId: string;
+  sourceVmName?: string;
+  diskIndex?: number;
 }
 export type FailbackInput = WorkflowContext;
 export type DeleteInput = WorkflowContext;
@@ -149,6 +200,8 @@ export interface OperationResult {
   volumeId: string;
   status: 'completed';
   location: 'appliance' | 'target' | 'detached' | 'deleted';
+  /** create: the new volume's persistent name (also `access` once it is on the appliance). */
+  persistentName?: string;
   access?: VolumeAccess;
   /** True when the operation found everything already as wanted. */
   noop?: boolean;

@@ -17,6 +17,11 @@ export function volumeWorkflowId(volumeId: string): string {
   return `volume:${volumeId}`;
 }
 
+/** A create has no volume id yet: its workflow is named after its operation (idempotency key). */
+export function createWorkflowId(operationId: string): string {
+  return `create:${operationId}`;
+}
+
 export function reconcileWorkflowId(applianceVmId: string): string {
   return `reconcile:${applianceVmId}`;
 }

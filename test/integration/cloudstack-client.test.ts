@@ -307,3 +307,34 @@ test('the test-only fault endpoint works over HTTP and is off unless enabled', a
     await closed.sim.close();
   }
 });
+
+test('attach as ROOT (deviceid 0): only to a Stopped VM without a root; it becomes ROOT, and DATADISK again when detached', async () => {
+  const vm = env.targets[0]!;
+  const root = (await cs.listVolumes({ virtualmachineid: vm.id })).find((v) => v.deviceid === 0)!;
+  const os = await newVolume(3);
+  // Running VM: refused, with the text CloudStack uses for root attach and detach alike.
+  await assert.rejects(
+    cs.attachVolume(os.id, vm.id, { deviceId: 0 }),
+    (e: unknown) =>
+      e instanceof CloudStackError &&
+      e.errorcode === 431 &&
+      /only when vm is in states: Stopped/.test(e.message),
+  );
+  env.sim.state.vms.get(vm.id)!.state = 'Stopped';
+  try {
+    await assert.rejects(
+      cs.attachVolume(os.id, vm.id, { deviceId: 0 }),
+      (e: unknown) =>
+        e instanceof CloudStackError && /Vm already has root volume attached to it/.test(e.message),
+    );
+    await cs.detachVolume(root.id, { fromVmId: vm.id });
+    const attached = await cs.attachVolume(os.id, vm.id, { deviceId: 0 });
+    assert.deepEqual([attached.deviceid, attached.type, attached.virtualmachineid], [0, 'ROOT', vm.id]);
+    assert.equal((await cs.attachVolume(os.id, vm.id, { deviceId: 0 })).id, os.id, 'again: idempotent');
+    const off = await cs.detachVolume(os.id, { fromVmId: vm.id });
+    assert.deepEqual([off.type, off.virtualmachineid], ['DATADISK', undefined]);
+    await cs.attachVolume(root.id, vm.id, { deviceId: 0 });
+  } finally {
+    env.sim.state.vms.get(vm.id)!.state = 'Running';
+  }
+});

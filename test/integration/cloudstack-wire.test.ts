@@ -465,7 +465,7 @@ describe('envelopes and fields (§2)', () => {
     assert.equal(failed.jobresultcode, 530);
     assert.match(
       String((failed.jobresult as { errortext: string }).errortext),
-      /deviceId should be 1,2,4-33/,
+      /deviceId should be 0,1,2,4-33/,
     );
   });
 });

@@ -1,5 +1,5 @@
 import { initial } from './0001_initial.js';
-import { namingRule } from './0002_naming_rule.js';
+import { namingAndCreate } from './0002_naming_and_create.js';
 
 /** Which server runs the migration, where the two spell a thing differently (collations). */
 export type ServerFlavor = 'mariadb' | 'mysql';
@@ -12,4 +12,4 @@ export interface SqlMigration {
 }
 
 /** In order. Never edit a migration that has shipped: add a new one. */
-export const migrations: SqlMigration[] = [initial, namingRule];
+export const migrations: SqlMigration[] = [initial, namingAndCreate];
