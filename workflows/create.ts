@@ -25,17 +25,17 @@ export async function createVolume(input: CreateInput): Promise<OperationResult>
       diskOfferingId: input.diskOfferingId,
       zoneId: input.zoneId,
     };
-    let volumeId: string | undefined;
+    const created: { id?: string } = {};
     const volume = await saga.step(
       'cloudstack-create',
       () => acts.control.csCreate(spec),
       // Undo if present: the id if the step returned, else whatever a lost reply created.
       async () => {
-        const id = volumeId ?? (await acts.control.csFindCreated(spec))?.id;
+        const id = created.id ?? (await acts.control.csFindCreated(spec))?.id;
         if (id) await acts.control.csDelete({ volumeId: id });
       },
     );
-    volumeId = volume.id;
+    created.id = volume.id;
     await saga.volumeKnown(volume.id);
 
     const { mapping } = await saga.step(

@@ -6,7 +6,15 @@ import { DISK_INDEX_MAX, DISK_KEY_FIRST, DISK_KEY_LAST, diskKeyNumber, normalize
  * Inputs of the five volume operations, validated with zod wherever they cross a boundary
  * (client library, HTTP API, CLI). Workflow code imports the *types* only.
  */
-export const OPERATION_TYPES = ['create', 'attach', 'detach', 'failover', 'failback', 'delete', 'repair'] as const;
+export const OPERATION_TYPES = [
+  'create',
+  'attach',
+  'detach',
+  'failover',
+  'failback',
+  'delete',
+  'repair',
+] as const;
 export type OperationType = (typeof OPERATION_TYPES)[number];
 
 /**
@@ -138,7 +146,8 @@ export const createRequest = z
       ctx.addIssue({
         code: 'custom',
         path: [r.sourceVmName === undefined ? 'sourceVmName' : 'diskKey'],
-        message: 'sourceVmName and diskKey come together: send both, or neither (the volume name then names it)',
+        message:
+          'sourceVmName and diskKey come together: send both, or neither (the volume name then names it)',
       });
     }
   });
