@@ -1,4 +1,5 @@
-// The HTTP API process: /api/v1 on API_HOST:API_PORT (loopback unless configured).
+// The HTTP API process on API_HOST:API_PORT (default 127.0.0.1:8090, the migration engine's URL):
+// /api/v2 (ours), /api/v1 (the old daemon's contract) and GET /health. Trust rule: trust.ts.
 import { loadConfig } from '../config/index.js';
 import { VolumeLifecycleClient } from '../client/index.js';
 import { createPool } from '../db/pool.js';
@@ -11,7 +12,8 @@ import { buildApi } from './server.js';
 
 const cfg = loadConfig();
 if (!cfg.APPLIANCE_VM_ID) throw new Error('APPLIANCE_VM_ID: required by the API (the appliance VM UUID)');
-if (!cfg.API_TOKEN) throw new Error('API_TOKEN: required (the bearer token for mutating routes)');
+if (!cfg.API_TOKEN)
+  throw new Error('API_TOKEN: required (the bearer token for /api/v2 mutations and remote /api/v1 callers)');
 const applianceVmId = cfg.APPLIANCE_VM_ID;
 const db = createPool(cfg);
 const { client, connection } = await connectClient(cfg);
@@ -26,7 +28,11 @@ const app = await buildApi({
   }),
   db,
   applianceVmId,
+  applianceVmIds: cfg.APPLIANCE_VM_IDS,
   token: cfg.API_TOKEN,
+  listenHost: cfg.API_HOST,
+  v1TrustLoopback: cfg.API_V1_TRUST_LOOPBACK,
+  nbdPort: cfg.NBD_PORT,
   servedExports: () => exports.listServed(),
   startReconcile: async (dryRun) => {
     const r = await reconcileNow(client, {

@@ -39,6 +39,21 @@ export const envSchema = z.object({
   CLOUDSTACK_SECRET_KEY: z.string().default(''),
 
   APPLIANCE_VM_ID: z.string().uuid().optional(),
+  /**
+   * Every appliance VM id at this site, comma-separated (APPLIANCE_VM_ID is always one of them).
+   * The old contract's `attach {vm_id}` means "onto the appliance" only for these ids; any
+   * other VM id means "give the volume to that VM" (failover).
+   */
+  APPLIANCE_VM_IDS: z
+    .string()
+    .default('')
+    .transform((v) =>
+      v
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean),
+    )
+    .pipe(z.array(z.string().uuid('must be a comma-separated list of VM UUIDs'))),
   EXPORT_BACKEND: z.enum(['nbdkit-dir', 'nbd-server']).default('nbdkit-dir'),
   NBD_HOST: z.string().default('127.0.0.1'),
   NBD_PORT: port.default(10809),
@@ -55,6 +70,12 @@ export const envSchema = z.object({
   API_HOST: z.string().default('127.0.0.1'),
   API_PORT: port.default(8090),
   API_TOKEN: z.string().default(''),
+  /**
+   * Accept tokenless mutations on /api/v1 (the old daemon's contract: its client cannot send
+   * headers) from loopback peers while the API listens on a loopback address. Turn off when a
+   * reverse proxy on this machine forwards remote callers to the API.
+   */
+  API_V1_TRUST_LOOPBACK: bool.default(true),
   RECONCILE_INTERVAL: z.string().default('5m'),
   METRICS_PORT: port.optional(),
   /** Where a worker serves the Temporal core's Prometheus metrics (`/metrics`); off when unset. */

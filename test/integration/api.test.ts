@@ -64,25 +64,38 @@ after(async () => {
 const auth = { authorization: `Bearer ${TOKEN}` };
 const attachBody = { source_vm_name: 'apivm', disk_key: 2000 };
 
-test('mutating routes need the bearer token', async () => {
+test('mutating routes need the bearer token, from loopback too, checked before the body', async () => {
   const vol = randomUUID();
   for (const headers of [{}, { authorization: 'Bearer wrong' }, { authorization: TOKEN }]) {
-    const r = await app.inject({
-      method: 'POST',
-      url: `/api/v1/volumes/${vol}/attach`,
-      headers,
-      payload: attachBody,
-    });
-    assert.equal(r.statusCode, 401);
-    assert.equal(r.json().error.code, 'unauthorized');
-    assert.equal(r.json().error.fields[0].field, 'Authorization');
+    // A valid body and a body the schema refuses get the same 401: the token is checked in
+    // onRequest, so an unauthenticated caller learns nothing of the schema.
+    for (const payload of [attachBody, { disk_key: 'nonsense', extra: [1] }]) {
+      const r = await app.inject({
+        method: 'POST',
+        url: `/api/v2/volumes/${vol}/attach`,
+        headers,
+        payload,
+        remoteAddress: '127.0.0.1', // /api/v2 never trusts loopback without the token
+      });
+      assert.equal(r.statusCode, 401, `${JSON.stringify(headers)} ${JSON.stringify(payload)}`);
+      assert.equal(r.json().error.code, 'unauthorized');
+      assert.equal(r.json().error.fields[0].field, 'Authorization');
+    }
   }
+  const malformed = await app.inject({
+    method: 'POST',
+    url: `/api/v2/volumes/${vol}/attach`,
+    headers: { 'content-type': 'application/json' },
+    payload: '{"source_vm_name":',
+  });
+  assert.equal(malformed.statusCode, 401, 'the token is checked before the body is parsed');
+  await assert.rejects(temporal.client.workflow.getHandle(`volume:${vol}`).describe(), /not found/i);
 });
 
 test('bad input names each field; malformed and oversized bodies are JSON errors; nothing is started', async () => {
   const bad = await app.inject({
     method: 'POST',
-    url: '/api/v1/volumes/not-a-uuid/attach',
+    url: '/api/v2/volumes/not-a-uuid/attach',
     headers: auth,
     payload: { disk_key: 2000 },
   });
@@ -99,7 +112,7 @@ test('bad input names each field; malformed and oversized bodies are JSON errors
   for (const [payload, field] of cases) {
     const r = await app.inject({
       method: 'POST',
-      url: `/api/v1/volumes/${vol}/attach`,
+      url: `/api/v2/volumes/${vol}/attach`,
       headers: auth,
       payload,
     });
@@ -111,7 +124,7 @@ test('bad input names each field; malformed and oversized bodies are JSON errors
   }
   const malformed = await app.inject({
     method: 'POST',
-    url: `/api/v1/volumes/${vol}/attach`,
+    url: `/api/v2/volumes/${vol}/attach`,
     headers: { ...auth, 'content-type': 'application/json' },
     payload: '{"source_vm_name":',
   });
@@ -119,12 +132,12 @@ test('bad input names each field; malformed and oversized bodies are JSON errors
   assert.equal(malformed.json().error.code, 'malformed_body');
   const huge = await app.inject({
     method: 'POST',
-    url: `/api/v1/volumes/${vol}/attach`,
+    url: `/api/v2/volumes/${vol}/attach`,
     headers: auth,
     payload: { ...attachBody, pad: 'x'.repeat(70_000) },
   });
   assert.equal(huge.statusCode, 413);
-  const ops = await app.inject({ method: 'GET', url: `/api/v1/operations?volume_id=${vol}` });
+  const ops = await app.inject({ method: 'GET', url: `/api/v2/operations?volume_id=${vol}` });
   assert.deepEqual(ops.json().operations, []);
   await assert.rejects(temporal.client.workflow.getHandle(`volume:${vol}`).describe(), /not found/i);
 });
@@ -134,7 +147,7 @@ test('an operation is accepted (202), a retry with the same key is the same oper
   const key = randomUUID();
   const first = await app.inject({
     method: 'POST',
-    url: `/api/v1/volumes/${vol}/attach`,
+    url: `/api/v2/volumes/${vol}/attach`,
     headers: { ...auth, 'idempotency-key': key },
     payload: attachBody,
   });
@@ -160,7 +173,7 @@ test('an operation is accepted (202), a retry with the same key is the same oper
     assert.ok(f in op, f);
   const again = await app.inject({
     method: 'POST',
-    url: `/api/v1/volumes/${vol}/attach`,
+    url: `/api/v2/volumes/${vol}/attach`,
     headers: { ...auth, 'idempotency-key': key },
     payload: attachBody,
   });
@@ -168,7 +181,7 @@ test('an operation is accepted (202), a retry with the same key is the same oper
   assert.equal(again.json().id, key);
   const other = await app.inject({
     method: 'POST',
-    url: `/api/v1/volumes/${vol}/failover`,
+    url: `/api/v2/volumes/${vol}/failover`,
     headers: auth,
     payload: { vm_id: randomUUID() },
   });
@@ -195,79 +208,106 @@ test('read routes over the database: volume, device, device path, VM, exports, o
     [opId, `volume:${vol}`, vol],
   );
 
-  const dev = (await app.inject({ method: 'GET', url: `/api/v1/volumes/${vol}/device` })).json();
+  const dev = (await app.inject({ method: 'GET', url: `/api/v2/volumes/${vol}/device` })).json();
   assert.equal(dev.persistent_device_name, 'apivmdisk0');
   assert.equal(dev.mapper_path, '/dev/mapper/apivmdisk0');
   assert.equal(dev.location, 'appliance');
   assert.equal(
     (
-      await app.inject({ method: 'GET', url: `/api/v1/devices/${encodeURIComponent('/dev/vdq')}/volume` })
+      await app.inject({ method: 'GET', url: `/api/v2/devices/${encodeURIComponent('/dev/vdq')}/volume` })
     ).json().volume_id,
     vol,
   );
   assert.equal(
-    (await app.inject({ method: 'GET', url: `/api/v1/devices/${encodeURIComponent('/dev/../etc')}/volume` }))
+    (await app.inject({ method: 'GET', url: `/api/v2/devices/${encodeURIComponent('/dev/../etc')}/volume` }))
       .statusCode,
     400,
   );
   assert.equal(
-    (await app.inject({ method: 'GET', url: `/api/v1/vms/${APPLIANCE}/volumes` })).json().volumes.length,
+    (await app.inject({ method: 'GET', url: `/api/v2/vms/${APPLIANCE}/volumes` })).json().volumes.length,
     1,
   );
   assert.equal(
-    (await app.inject({ method: 'GET', url: `/api/v1/exports/${vol}` })).json().exportName,
+    (await app.inject({ method: 'GET', url: `/api/v2/exports/${vol}` })).json().exportName,
     'migration-vol-apivmdisk0',
   );
-  assert.equal((await app.inject({ method: 'GET', url: `/api/v1/volumes/${randomUUID()}` })).statusCode, 404);
-  const o = (await app.inject({ method: 'GET', url: `/api/v1/operations/${opId}` })).json();
+  assert.equal((await app.inject({ method: 'GET', url: `/api/v2/volumes/${randomUUID()}` })).statusCode, 404);
+  await db.pool.query(
+    `INSERT INTO volume_operation_steps (operation_id, seq, step, phase, status, started_at, finished_at)
+     VALUES (?, 1, 'validate', 'forward', 'completed', '2026-01-02 03:04:05.678', '2026-01-02 03:04:06.000')`,
+    [opId],
+  );
+  const o = (await app.inject({ method: 'GET', url: `/api/v2/operations/${opId}` })).json();
   assert.equal(o.status, 'completed');
   assert.ok(o.completed_at);
+  assert.equal(o.steps.length, 1);
+  assert.equal(o.steps[0].step, 'validate');
+  assert.match(o.steps[0].startedAt, /^2026-01-0[12]T\d\d:04:05\.678Z$/, 'a step time is an ISO string');
   const list = (
     await app.inject({
       method: 'GET',
-      url: `/api/v1/operations?type=attach&status=completed&volume_id=${vol}&limit=5`,
+      url: `/api/v2/operations?type=attach&status=completed&volume_id=${vol}&limit=5`,
     })
   ).json();
   assert.deepEqual(
     list.operations.map((x: { id: string }) => x.id),
     [opId],
   );
-  assert.equal((await app.inject({ method: 'GET', url: '/api/v1/operations?status=bogus' })).statusCode, 400);
+  assert.equal((await app.inject({ method: 'GET', url: '/api/v2/operations?status=bogus' })).statusCode, 400);
 
-  const v = (await app.inject({ method: 'POST', url: '/api/v1/exports/validate', headers: auth })).json();
+  const v = (await app.inject({ method: 'POST', url: '/api/v2/exports/validate', headers: auth })).json();
   assert.equal(v.in_sync, false);
   assert.deepEqual(v.unknown_to_database, ['migration-vol-strangerdisk9']);
   assert.deepEqual(v.missing_from_server, []);
 });
 
 test('reconcile now, health, metrics, OpenAPI, and routes that are gone', async () => {
-  const r = await app.inject({ method: 'POST', url: '/api/v1/admin/force-sync', headers: auth });
+  const r = await app.inject({ method: 'POST', url: '/api/v2/admin/force-sync', headers: auth });
   assert.equal(r.statusCode, 202);
   assert.equal(r.json().reconcile.workflowId, `reconcile:${APPLIANCE}:on-demand`);
-  assert.equal((await app.inject({ method: 'POST', url: '/api/v1/exports/cleanup' })).statusCode, 401);
+  assert.equal((await app.inject({ method: 'POST', url: '/api/v2/exports/cleanup' })).statusCode, 401);
 
-  assert.equal((await app.inject({ method: 'GET', url: '/api/v1/health' })).json().status, 'ok');
+  assert.equal((await app.inject({ method: 'GET', url: '/api/v2/health' })).json().status, 'ok');
   healthy = false;
-  const sick = await app.inject({ method: 'GET', url: '/api/v1/health' });
+  const sick = await app.inject({ method: 'GET', url: '/api/v2/health' });
   healthy = true;
   assert.equal(sick.statusCode, 503);
   assert.equal(sick.json().checks.cloudstack.ok, false);
   assert.equal(sick.json().checks.database.ok, true);
 
-  const m = await app.inject({ method: 'GET', url: '/api/v1/metrics' });
+  const m = await app.inject({ method: 'GET', url: '/api/v2/metrics' });
   assert.match(m.headers['content-type'] as string, /text\/plain/);
   assert.match(m.body, /volume_operations\{type="attach",status="completed"\} 1/);
 
-  const doc = (await app.inject({ method: 'GET', url: '/api/v1/openapi.json' })).json();
+  const doc = (await app.inject({ method: 'GET', url: '/api/v2/openapi.json' })).json();
   for (const p of [
-    '/api/v1/volumes/{id}/attach',
-    '/api/v1/volumes/{id}/failover',
-    '/api/v1/operations/{id}',
-    '/api/v1/exports/validate',
+    '/api/v2/volumes/{id}/attach',
+    '/api/v2/volumes/{id}/failover',
+    '/api/v2/operations/{id}',
+    '/api/v2/exports/validate',
   ])
     assert.ok(doc.paths[p], p);
+  // Every route of /api/v2 is in the document, described by its schemas; /api/v1 is not.
+  assert.deepEqual(
+    Object.keys(doc.paths).filter((p) => !p.startsWith('/api/v2/')),
+    [],
+    'only /api/v2 in the document',
+  );
+  assert.equal(Object.keys(doc.paths).length, 21, Object.keys(doc.paths).join(' '));
+  const attach = doc.paths['/api/v2/volumes/{id}/attach'].post;
+  assert.deepEqual(attach.requestBody.content['application/json'].schema.required, [
+    'source_vm_name',
+    'disk_key',
+  ]);
+  assert.deepEqual(Object.keys(attach.responses).sort(), ['202', '400', '401', '409', '413', '415']);
+  assert.ok(attach.responses['202'].content['application/json'].schema.properties.needs_attention);
+  assert.deepEqual(attach.security, [{ bearer: [] }]);
+  assert.equal(doc.paths['/api/v2/operations/{id}'].get.security, undefined, 'reads need no token');
+  const opSchema =
+    doc.paths['/api/v2/operations/{id}'].get.responses['200'].content['application/json'].schema;
+  assert.equal(opSchema.properties.steps.items.properties.startedAt.format, 'date-time');
 
-  const gone = await app.inject({ method: 'POST', url: `/api/v1/volumes/${randomUUID()}/attach-root` });
+  const gone = await app.inject({ method: 'POST', url: `/api/v2/volumes/${randomUUID()}/attach-root` });
   assert.equal(gone.statusCode, 410);
   assert.match(gone.json().error.message, /root volumes/);
 });

@@ -129,6 +129,8 @@ before(async () => {
     db: db.pool,
     applianceVmId: APPLIANCE,
     token: TOKEN,
+    // As deployed: /api/v1 takes tokenless calls from loopback peers (app.inject's default peer).
+    listenHost: '127.0.0.1',
   });
 });
 
@@ -292,8 +294,8 @@ function apiCases(): ApiCase[] {
   const attachBody = { source_vm_name: 'pgtest3', disk_key: 2000 };
   const route = (op: Op, id: string) =>
     op === 'delete'
-      ? { method: 'DELETE' as const, url: `/api/v1/volumes/${encodeURIComponent(id)}` }
-      : { method: 'POST' as const, url: `/api/v1/volumes/${encodeURIComponent(id)}/${op}` };
+      ? { method: 'DELETE' as const, url: `/api/v2/volumes/${encodeURIComponent(id)}` }
+      : { method: 'POST' as const, url: `/api/v2/volumes/${encodeURIComponent(id)}/${op}` };
   const body = (op: Op): Record<string, unknown> | undefined =>
     op === 'attach'
       ? attachBody
@@ -405,7 +407,7 @@ test('API: creating a volume with a bad size is refused and writes nothing', asy
     ]) {
       const r = await app.inject({
         method: 'POST',
-        url: '/api/v1/volumes',
+        url: '/api/v2/volumes',
         headers: { authorization: `Bearer ${TOKEN}` },
         payload,
       });
@@ -419,11 +421,132 @@ test('API: creating a volume with a bad size is refused and writes nothing', asy
   assert.deepEqual(await rowCounts(), NO_ROWS);
 });
 
+/** The old daemon's contract (/api/v1), called as the migration engine calls it: no headers. */
+function v1Cases(): {
+  label: string;
+  method: 'POST' | 'DELETE';
+  url: string;
+  payload?: unknown;
+  field: string;
+  volumeId?: string;
+}[] {
+  const cases: ReturnType<typeof v1Cases> = [];
+  const vol = () => randomUUID();
+  const attach = (id: string) => `/api/v1/volumes/${encodeURIComponent(id)}/attach`;
+  for (const id of BAD_IDS.filter((i) => i !== '')) {
+    cases.push({
+      label: `v1 attach id=${show(id)}`,
+      method: 'POST',
+      url: attach(id),
+      payload: { vm_id: APPLIANCE },
+      field: 'id',
+    });
+    cases.push({
+      label: `v1 detach id=${show(id)}`,
+      method: 'POST',
+      url: `/api/v1/volumes/${encodeURIComponent(id)}/detach`,
+      field: 'id',
+    });
+    cases.push({
+      label: `v1 delete id=${show(id)}`,
+      method: 'DELETE',
+      url: `/api/v1/volumes/${encodeURIComponent(id)}`,
+      field: 'id',
+    });
+    // '' is the old client's "no VM given" (the appliance): not a bad value.
+    const volumeId = vol();
+    cases.push({
+      label: `v1 attach vm_id=${show(id)}`,
+      method: 'POST',
+      url: attach(volumeId),
+      payload: { vm_id: id },
+      field: 'vm_id',
+      volumeId,
+    });
+  }
+  for (const v of BAD_VM_NAMES) {
+    const volumeId = vol();
+    cases.push({
+      label: `v1 attach vm_name=${show(v)}`,
+      method: 'POST',
+      url: attach(volumeId),
+      payload: { vm_id: APPLIANCE, vm_name: v, disk_id: 'disk-2000' },
+      field: 'vm_name',
+      volumeId,
+    });
+  }
+  for (const k of [...BAD_DISK_KEYS, 2000]) {
+    // The old client's disk_id is a string ("disk-2000"): a number is refused as such.
+    const volumeId = vol();
+    cases.push({
+      label: `v1 attach disk_id=${show(k)}`,
+      method: 'POST',
+      url: attach(volumeId),
+      payload: { vm_id: APPLIANCE, vm_name: 'pgtest3', disk_id: k },
+      field: 'disk_id',
+      volumeId,
+    });
+  }
+  for (const [payload, field] of [
+    [{ vm_id: APPLIANCE, vm_name: 'pgtest3' }, 'disk_id'],
+    [{ vm_id: APPLIANCE, disk_id: 'disk-2000' }, 'vm_name'],
+  ] as const) {
+    const volumeId = vol();
+    cases.push({
+      label: `v1 attach ${show(payload)}`,
+      method: 'POST',
+      url: attach(volumeId),
+      payload,
+      field,
+      volumeId,
+    });
+  }
+  for (const size of BAD_SIZES)
+    cases.push({
+      label: `v1 create size=${size}`,
+      method: 'POST',
+      url: '/api/v1/volumes',
+      payload: { name: 'vol1', size, disk_offering_id: randomUUID(), zone_id: randomUUID() },
+      field: 'size',
+    });
+  return cases;
+}
+
+test('API v1: every bad field answers 400 {"error": "<text naming it>"}; no row written, no workflow started', async () => {
+  const problems: string[] = [];
+  const cases = v1Cases();
+  for (const c of cases) {
+    const r = await app.inject({
+      method: c.method,
+      url: c.url,
+      ...(c.payload !== undefined ? { payload: c.payload as Record<string, unknown> } : {}),
+    });
+    let body: { error?: unknown; code?: unknown } = {};
+    try {
+      body = r.json();
+    } catch {
+      // not JSON: reported below
+    }
+    if (r.statusCode !== 400) problems.push(`${c.label}: ${r.statusCode} ${r.body.slice(0, 200)}`);
+    else if (typeof body.error !== 'string' || body.code !== 'invalid_request')
+      problems.push(`${c.label}: body ${r.body.slice(0, 200)}`);
+    else if (!new RegExp(`(^|[\\s:;])${c.field}:`).test(body.error))
+      problems.push(`${c.label}: error ${show(body.error)} does not name ${c.field}`);
+    if (c.volumeId) {
+      const started = await notStarted(c.volumeId);
+      if (started) problems.push(`${c.label}: ${started}`);
+    }
+  }
+  assert.ok(cases.length > 50, `${cases.length} cases`);
+  assertNone(problems);
+  assert.deepEqual(await rowCounts(), NO_ROWS);
+});
+
 test('API: positive control — a valid attach is 202 and is the only workflow on the queue', async () => {
   const vol = randomUUID();
   const r = await app.inject({
     method: 'POST',
-    url: `/api/v1/volumes/${vol}/attach`,
+    url: `/api/v2/volumes/${vol}/attach`,
     headers: { authorization: `Bearer ${TOKEN}` },
     payload: { source_vm_name: 'pgtest3', disk_key: 2000 },
   });

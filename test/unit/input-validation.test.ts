@@ -166,7 +166,7 @@ describe('HTTP API', () => {
       token: 'unit',
     });
     try {
-      for (const url of ['/api/v1/nope?x=1', '/nope']) {
+      for (const url of ['/api/v2/nope?x=1', '/nope']) {
         const r = await app.inject({ method: 'GET', url });
         assert.equal(r.statusCode, 404);
         assert.deepEqual(r.json(), {

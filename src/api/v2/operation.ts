@@ -1,8 +1,9 @@
-import type { OperationRow } from '../db/operations.js';
+import type { OperationHandle } from '../../client/index.js';
+import { listOperations, type OperationRow } from '../../db/operations.js';
+import type { Pool } from 'mysql2/promise';
 
 /**
- * The old daemon's operation object, field for field, so the migration engine switches by
- * changing a URL. Status mapping: running → "running"; completed → "completed"; failed,
+ * The operation object of /api/v2. Status: running → "running"; completed → "completed"; failed,
  * compensated (failed and undone), cancelled → "failed" with the reason in `error` and the
  * precise outcome in `outcome`; needs_attention → "running" with `needs_attention: true`.
  */
@@ -60,4 +61,9 @@ export function pendingOperation(a: {
     updated_at: now,
     completed_at: null,
   };
+}
+
+/** The audit row of a just-started (or deduplicated) operation, if its workflow wrote it yet. */
+export async function auditRowOf(db: Pool, handle: OperationHandle): Promise<OperationRow | undefined> {
+  return (await listOperations(db, { operationId: handle.operationId }))[0];
 }

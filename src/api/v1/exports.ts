@@ -1,0 +1,73 @@
+import { z } from 'zod';
+import { getExport, listExports, type ExportRecord } from '../../db/exports.js';
+import { getMapping, listMappings } from '../../db/mappings.js';
+import { uuid } from '../../domain/ids.js';
+import { ApiError } from '../errors.js';
+import { oldError, oldExport } from './contract.js';
+import { rowMeta, type RowMeta } from './read-model.js';
+import type { V1Scope } from './index.js';
+
+/**
+ * NBD exports in the old shape. `port` is the NBD server's port (NBD_PORT), a number as the
+ * engine's client decodes it; `device_path` is `/dev/mapper/<name>`, the export's fixed target.
+ * `metadata` values are strings only (the client decodes a string map).
+ */
+export function registerExportRoutes({ api, deps }: V1Scope): void {
+  const port = deps.nbdPort ?? 10809;
+  const shape = (
+    e: ExportRecord,
+    meta: RowMeta | undefined,
+    m: { persistentName: string | null; location: string } | undefined,
+  ) => ({
+    id: meta?.id ?? '',
+    volume_id: e.volumeId,
+    export_name: e.exportName,
+    device_path: e.targetPath,
+    port,
+    status: e.status === 'active' ? ('active' as const) : ('failed' as const),
+    created_at: (meta?.createdAt ?? new Date()).toISOString(),
+    updated_at: (meta?.updatedAt ?? new Date()).toISOString(),
+    metadata: {
+      backend: e.backend,
+      ...(m?.persistentName ? { persistent_device_name: m.persistentName } : {}),
+      // Where the volume is now: on "target" or "detached" the export answers I/O errors.
+      ...(m ? { volume_location: m.location } : {}),
+    },
+  });
+
+  api.get(
+    '/exports/:volume_id',
+    {
+      schema: {
+        params: z.object({ volume_id: uuid }),
+        response: { 200: oldExport, 400: oldError, 404: oldError, 500: oldError },
+      },
+    },
+    async (req) => {
+      const e = await getExport(deps.db, req.params.volume_id);
+      if (!e)
+        throw new ApiError(404, 'not_found', `volume ${req.params.volume_id} has no NBD export`, [
+          { field: 'volume_id', message: 'no export' },
+        ]);
+      const [meta, m] = await Promise.all([
+        rowMeta(deps.db, 'exports', [e.volumeId]),
+        getMapping(deps.db, e.volumeId),
+      ]);
+      return shape(e, meta.get(e.volumeId), m);
+    },
+  );
+  // A bare array, as the engine's client decodes it (the old daemon's {exports, count} never decoded).
+  api.get('/exports', { schema: { response: { 200: z.array(oldExport), 500: oldError } } }, async () => {
+    const exports = await listExports(deps.db);
+    const [meta, mappings] = await Promise.all([
+      rowMeta(
+        deps.db,
+        'exports',
+        exports.map((e) => e.volumeId),
+      ),
+      listMappings(deps.db),
+    ]);
+    const byVolume = new Map(mappings.map((m) => [m.volumeId, m]));
+    return exports.map((e) => shape(e, meta.get(e.volumeId), byVolume.get(e.volumeId)));
+  });
+}
