@@ -347,43 +347,17 @@ describe('the old contract, route by route', () => {
     );
   });
 
-  test('routes not built yet answer 501 {"error": what is missing and what to do}; nothing starts', async () => {
+  test('routes not served answer 501 {"error": what is missing and what to do}; nothing starts', async () => {
     const before = (await listOperations(s.db.pool, { limit: 1000 })).length;
-    const v = randomUUID();
-    const calls: [string, Promise<unknown>][] = [
-      [
-        'CreateVolume',
-        engine.createVolume({
-          name: 'migration-a-a-disk-0',
-          size: 5 * 1024 ** 3,
-          disk_offering_id: s.sim.offering.id,
-          zone_id: s.sim.zone.id,
-          metadata: { created_by: 'test' },
-        }),
-      ],
-      ['AttachVolumeAsRoot', engine.attachVolumeAsRoot(v, s.targetVmId)],
-      ['CleanupTestFailover', engine.cleanupTestFailover(s.targetVmId, v, s.applianceVmId, true)],
-    ];
-    for (const [name, call] of calls) {
-      const e = await call.then(
-        () => assert.fail(`${name} succeeded`),
-        (err: unknown) => err,
-      );
-      assert.ok(e instanceof VolumeDaemonError, `${name}: ${String(e)}`);
-      assert.equal(e.status, 501, name);
-      assert.match(e.decoded?.error ?? '', /is not supported yet: .+/, name);
-    }
-    for (const [method, path, body] of [
-      ['POST', '/api/v1/snapshots/track', { volume_uuid: v, vm_context_id: 'ctx', snapshot_id: 'snap' }],
-      ['GET', '/api/v1/snapshots/vm/ctx', undefined],
-      ['DELETE', '/api/v1/snapshots/vm/ctx', undefined],
-      ['PUT', `/api/v1/snapshots/${v}`, { snapshot_id: 'snap' }],
+    for (const [method, path] of [
+      ['POST', '/api/v1/exports'],
+      ['GET', '/api/v1/operations'],
     ] as const) {
-      const r = await engine.request(method, path, body);
+      const r = await engine.request(method, path, method === 'POST' ? {} : undefined);
       assert.equal(r.status, 501, `${method} ${path}`);
-      assert.match((JSON.parse(r.body) as { error: string }).error, /snapshot tracking is not supported yet/);
+      assert.match((JSON.parse(r.body) as { error: string }).error, /is not supported yet: .+/);
     }
-    // A create is validated before the 501: a bad size is never accepted.
+    // A create is validated before anything starts: a bad size is never accepted.
     const bad = await engine.request('POST', '/api/v1/volumes', {
       name: 'x',
       size: -1,
@@ -393,6 +367,151 @@ describe('the old contract, route by route', () => {
     assert.equal(bad.status, 400);
     assert.match((JSON.parse(bad.body) as { error: string }).error, /size: /);
     assert.equal((await listOperations(s.db.pool, { limit: 1000 })).length, before, 'no operation started');
+  });
+});
+
+/**
+ * The rest of the engine's flows as it runs them for a VM with an OS disk (disk-2000) and a data
+ * disk: provisioning by CreateVolume (the name is born there) and AttachVolume {vm_id} only;
+ * failover with the OS disk by AttachVolumeAsRoot to the stopped destination and the data disk
+ * by AttachVolume to it; test-failover rollback with snapshot tracking and CleanupTestFailover;
+ * failed-execution clean-up; job deletion.
+ */
+describe('the engine flows for a whole VM: create, root-disk failover, rollback, clean-up, deletion', () => {
+  const VM = 'webvm';
+  const vols: { os?: string; data?: string } = {};
+  const GiB = 1024 ** 3;
+  const dest = () => s.targetVmId;
+  const exportNames = new Map<string, string>();
+
+  test('provisioning: CreateVolume names the volume from its metadata; AttachVolume {vm_id} alone maps it', async () => {
+    for (const [unit, key] of [
+      [0, 'os'],
+      [1, 'data'],
+    ] as const) {
+      const op = await engine.createVolume({
+        name: `migration-${VM}-${VM}-disk-${unit}`,
+        size: 10 * GiB + 5 * GiB, // capacity + 5 GiB, as the engine asks
+        disk_offering_id: s.sim.offering.id,
+        zone_id: s.sim.zone.id,
+        metadata: {
+          migration_job_id: 'job-1',
+          source_vm_name: VM,
+          source_vm_path: `/dc/vm/${VM}`,
+          disk_unit_number: String(unit),
+          vmware_capacity_bytes: String(10 * GiB),
+          created_by: 'engine',
+        },
+      });
+      assert.equal(op.type, 'create');
+      assert.equal(op.volume_id, '', 'no volume id before CloudStack gives one');
+      const done = await engine.waitForCompletion(op.id, 60_000);
+      assert.equal(done.status, 'completed');
+      const volumeId = String(done.response.volume_id);
+      assert.match(volumeId, /^[0-9a-f-]{36}$/);
+      assert.equal(done.volume_id, volumeId);
+      assert.equal(liveVolume(volumeId)?.size, 15 * GiB);
+      assert.equal(
+        (await getMapping(s.db.pool, volumeId))?.persistentName,
+        `${VM}disk${unit}`,
+        'born at create',
+      );
+      vols[key] = volumeId;
+    }
+    for (const v of [vols.os!, vols.data!]) {
+      const op = await engine.attachVolume(v, s.applianceVmId);
+      const done = await engine.waitForCompletion(op.id, 60_000);
+      assert.equal(done.status, 'completed', done.error);
+      const name = (await getMapping(s.db.pool, v))!.persistentName!;
+      assert.equal(done.response.device_path, `/dev/mapper/${name}`);
+      const e = await engine.getNbdExport(v);
+      assert.equal(e.export_name, `migration-vol-${name}`);
+      assert.equal(e.port, NBD_PORT);
+      exportNames.set(v, e.export_name);
+    }
+  });
+
+  test('failover: the OS disk as root of the stopped destination (AttachVolumeAsRoot), the data disk by AttachVolume', async () => {
+    const vm = s.sim.sim.state.vms.get(dest())!;
+    vm.state = 'Stopped';
+    const placeholder = (await s.cs.listVolumes({ virtualmachineid: dest() })).find((v) => v.deviceid === 0);
+    if (placeholder) await s.cs.detachVolume(placeholder.id, { fromVmId: dest() });
+    for (const v of [vols.os!, vols.data!]) {
+      const det = await engine.waitForCompletion((await engine.detachVolume(v)).id, 60_000);
+      assert.equal(det.status, 'completed', det.error);
+    }
+    const root = await engine.waitForCompletion(
+      (await engine.attachVolumeAsRoot(vols.os!, dest())).id,
+      60_000,
+    );
+    assert.equal(root.status, 'completed', root.error);
+    assert.deepEqual(
+      [liveVolume(vols.os!)?.vmId, liveVolume(vols.os!)?.deviceId, liveVolume(vols.os!)?.type],
+      [dest(), 0, 'ROOT'],
+    );
+    const data = await engine.waitForCompletion((await engine.attachVolume(vols.data!, dest())).id, 60_000);
+    assert.equal(data.status, 'completed', data.error);
+    assert.equal(liveVolume(vols.data!)?.vmId, dest());
+    const onDest = await engine.listVolumes(dest());
+    assert.deepEqual(
+      onDest.map((x) => [x.volume_id, x.device_path]).sort(),
+      [vols.os!, vols.data!].map((v) => [v, `remote-vm-${dest()}`]).sort(),
+    );
+    for (const v of [vols.os!, vols.data!])
+      assert.match((await s.dmTable((await getMapping(s.db.pool, v))!.persistentName!)) ?? '', / error$/);
+  });
+
+  test('test-failover rollback: snapshots tracked, CleanupTestFailover brings each volume back under the same export', async () => {
+    for (const v of [vols.os!, vols.data!]) {
+      const r = await engine.request('POST', '/api/v1/snapshots/track', {
+        volume_uuid: v,
+        vm_context_id: 'ctx-webvm',
+        snapshot_id: `snap-${v.slice(0, 8)}`,
+        disk_id: v === vols.os ? 'disk-2000' : 'disk-2001',
+        snapshot_status: 'ready',
+      });
+      assert.ok(r.status >= 200 && r.status < 300, r.body);
+    }
+    const listed = await engine.request('GET', '/api/v1/snapshots/vm/ctx-webvm', undefined);
+    assert.equal(listed.status, 200);
+    const snaps = (JSON.parse(listed.body) as { snapshots: { volume_uuid: string; snapshot_id: string }[] })
+      .snapshots;
+    assert.deepEqual(snaps.map((x) => x.volume_uuid).sort(), [vols.os!, vols.data!].sort());
+
+    for (const v of [vols.data!, vols.os!]) {
+      const op = await engine.cleanupTestFailover(dest(), v, s.applianceVmId, true);
+      const done = await engine.waitForCompletion(op.id, 60_000);
+      assert.equal(done.status, 'completed', done.error);
+      assert.equal(liveVolume(v)?.vmId, s.applianceVmId);
+      assert.equal((await engine.getNbdExport(v)).export_name, exportNames.get(v), 'the same export name');
+      const put = await engine.request('PUT', `/api/v1/snapshots/${v}`, {
+        snapshot_status: 'rollback_complete',
+      });
+      assert.equal(put.status, 200);
+    }
+    const cleared = await engine.request('DELETE', '/api/v1/snapshots/vm/ctx-webvm', undefined);
+    assert.equal(cleared.status, 200);
+    assert.equal((JSON.parse(cleared.body) as { cleared: number }).cleared, 2);
+    s.sim.sim.state.vms.get(dest())!.state = 'Running';
+  });
+
+  test('failed-execution clean-up and job deletion: detach, attach back, then DeleteVolume removes everything', async () => {
+    const det = await engine.waitForCompletion((await engine.detachVolume(vols.data!)).id, 60_000);
+    assert.equal(det.status, 'completed', det.error);
+    const back = await engine.waitForCompletion(
+      (await engine.attachVolume(vols.data!, s.applianceVmId)).id,
+      60_000,
+    );
+    assert.equal(back.status, 'completed', back.error);
+    for (const v of [vols.os!, vols.data!]) {
+      const name = (await getMapping(s.db.pool, v))!.persistentName!;
+      const del = await engine.waitForCompletion((await engine.deleteVolume(v)).id, 60_000);
+      assert.equal(del.status, 'completed', del.error);
+      assert.equal(liveVolume(v), undefined, 'gone from CloudStack');
+      assert.equal(await getMapping(s.db.pool, v), undefined, 'rows removed');
+      assert.equal(await s.dmTable(name), null, 'dm device removed');
+      assert.ok(!(await s.servedExports()).includes(`migration-vol-${name}`), 'export removed');
+    }
   });
 });
 

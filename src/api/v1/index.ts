@@ -5,6 +5,8 @@ import { useProblemWriter, writeV1 } from '../errors.js';
 import type { ZodApp } from '../v2/index.js';
 import { registerExportRoutes } from './exports.js';
 import { registerHealthRoutes } from './health.js';
+import { registerLifecycleRoutes } from './lifecycle.js';
+import { registerSnapshotRoutes } from './snapshots.js';
 import { registerNotYetRoutes } from './not-yet.js';
 import { registerVolumeRoutes } from './volumes.js';
 
@@ -23,8 +25,11 @@ import { registerVolumeRoutes } from './volumes.js';
  *   GET    /exports/:volume_id                                200 export | 404
  *   GET    /exports                                           200 bare array
  *   GET    /health                                            200 HealthStatus | 503
- *   POST /volumes, POST /volumes/:id/attach-root, POST /cleanup/test-failover, /snapshots/*, and the
- *   old daemon's other routes: 501 {"error": "<what is missing; what to do instead>"}.
+ *   POST   /volumes  {name, size, disk_offering_id, zone_id, metadata}  201 op  create (lifecycle.ts)
+ *   POST   /volumes/:id/attach-root  {vm_id}                  201 op  failover as root disk
+ *   POST   /cleanup/test-failover  {test_vm_id, volume_id, oma_vm_id, …}  201 op  failback
+ *   POST   /snapshots/track, GET|DELETE /snapshots/vm/:ctx, PUT /snapshots/:volume (snapshots.ts)
+ *   The old daemon's other routes: 501 {"error": "<what is missing; what to do instead>"}.
  * Errors: {"error": "<text>", "code", "details"}. Statuses: see operation.ts. Trust: trust.ts.
  */
 export interface V1Scope {
@@ -63,6 +68,8 @@ export function v1Plugin(o: Omit<V1Scope, 'api'>) {
     });
     const s: V1Scope = { ...o, api: scope.withTypeProvider<ZodTypeProvider>() };
     registerVolumeRoutes(s);
+    registerLifecycleRoutes(s);
+    registerSnapshotRoutes(s);
     registerExportRoutes(s);
     registerHealthRoutes(s);
     registerNotYetRoutes(s);

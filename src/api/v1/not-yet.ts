@@ -1,5 +1,5 @@
 import type { HTTPMethods } from 'fastify';
-import { z } from 'zod';
+import type { z } from 'zod';
 import { ApiError } from '../errors.js';
 import { oldError } from './contract.js';
 import type { V1Scope } from './index.js';
@@ -18,59 +18,8 @@ export interface NotYet {
   body?: z.ZodType;
 }
 
-const uuidText = z.string().min(1);
 
 export const NOT_YET: NotYet[] = [
-  {
-    method: 'POST',
-    url: '/volumes',
-    what: 'creating volumes',
-    instead:
-      'create the volume in CloudStack (named migration-<vm>-<vm>-disk-<unit>), then POST /api/v1/volumes/{id}/attach',
-    body: z.object({
-      name: z.string().min(1, 'must not be empty'),
-      size: z.number().int('must be a whole number of bytes').min(1, 'must be at least 1 byte'),
-      disk_offering_id: uuidText,
-      zone_id: uuidText,
-      metadata: z.record(z.string(), z.string()).optional(),
-    }),
-  },
-  {
-    method: 'POST',
-    url: '/volumes/:id/attach-root',
-    what: "attaching a volume as a VM's root disk",
-    instead: 'attach it in CloudStack with deviceid=0; this service moves data volumes only',
-    body: z.object({ vm_id: uuidText }),
-  },
-  {
-    method: 'POST',
-    url: '/cleanup/test-failover',
-    what: 'test-failover clean-up',
-    instead:
-      "list the test VM's volumes (GET /api/v1/vms/{test_vm_id}/volumes) and attach each back to the " +
-      'appliance (POST /api/v1/volumes/{id}/attach): that takes it off the test VM and keeps its export name',
-    body: z.object({
-      test_vm_id: uuidText,
-      volume_id: uuidText,
-      oma_vm_id: uuidText,
-      delete_vm: z.boolean().optional(),
-      force_clean: z.boolean().optional(),
-    }),
-  },
-  ...[
-    'POST /snapshots/track',
-    'GET /snapshots/vm/:vm_context_id',
-    'DELETE /snapshots/vm/:vm_context_id',
-    'PUT /snapshots/:volume_uuid',
-  ].map((r) => {
-    const [method, url] = r.split(' ') as [HTTPMethods, string];
-    return {
-      method,
-      url,
-      what: 'snapshot tracking',
-      instead: "keep the volume snapshot ids in the engine's own records until this service tracks them",
-    };
-  }),
   {
     method: 'GET',
     url: '/volumes/:id',

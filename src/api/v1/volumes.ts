@@ -7,7 +7,8 @@ import { uuid } from '../../domain/ids.js';
 import type { OperationType } from '../../domain/operations.js';
 import { ApiError } from '../errors.js';
 import { oldDeviceMapping, oldError, oldOperation, oldVolumeOnVm } from './contract.js';
-import { attentionOf, pendingOldOperation, toOldOperation } from './operation.js';
+import { attentionOf, toOldOperation } from './operation.js';
+import { createdOperation } from './respond.js';
 import { rowMeta } from './read-model.js';
 import type { V1Scope } from './index.js';
 
@@ -46,23 +47,13 @@ const attachBody = z
 
 /** attach / detach / delete, and the device reads the engine makes. */
 export function registerVolumeRoutes({ api, deps, guard, isAppliance }: V1Scope): void {
-  const created = async (
+  const created = (
     reply: FastifyReply,
     type: OperationType,
     vmId: string | null,
     request: Record<string, unknown>,
     h: Promise<OperationHandle>,
-  ) => {
-    const handle = await h;
-    const [row] = await listOperations(deps.db, { operationId: handle.operationId });
-    return reply
-      .status(201)
-      .send(
-        row
-          ? toOldOperation(row, await attentionOf(deps.db, row))
-          : pendingOldOperation({ id: handle.operationId, type, volumeId: handle.volumeId, vmId, request }),
-      );
-  };
+  ) => createdOperation(deps, reply, type, vmId, request, h);
   /** The appliance a volume lives on (its row's), else this API's own. */
   const homeOf = (m: MappingRecord | undefined) => m?.applianceVmId ?? deps.applianceVmId;
 
