@@ -69,7 +69,7 @@ function run(saga: Saga, volumeId: string) {
 }
 
 async function runToCompletion(saga: Saga, volumeId: string) {
-  const r = await outcome(await run(saga, volumeId));
+  const r = await outcome(await run(saga, volumeId), s.db.pool);
   await assertCompletedState(s, saga, volumeId, r);
   return r;
 }
@@ -187,7 +187,7 @@ test('every database connection killed while a step waits to write: retried, the
     await admin.end();
   }
   await s.failpoints.release(id);
-  const r = await outcome(h);
+  const r = await outcome(h, s.db.pool);
   await assertCompletedState(s, 'attach', volumeId!, r);
   const { steps } = await auditOf(s, volumeId!, 'attach');
   assert.ok(steps.includes('forward:record-mapping:completed'), steps.join(' '));

@@ -84,7 +84,7 @@ for (const saga of Object.keys(STEPS) as Saga[]) {
         };
         await arm(fp);
         const h = await vol.start();
-        await expectFailure(outcome(h), new RegExp(`at step "${step}".*failpoint ${fp.id}`));
+        await expectFailure(outcome(h, s.db.pool), new RegExp(`at step "${step}".*failpoint ${fp.id}`));
         assert.deepEqual(await snapshot(s, vol.volumeId), before, 'every component as before');
         const steps = await audit(h.operationId);
         assert.ok(steps.includes(`forward:${step}:failed`), steps.join(' '));
@@ -110,7 +110,7 @@ for (const saga of Object.keys(STEPS) as Saga[]) {
         if (step === 'cloudstack-delete') {
           // Past the point of no return a cancel is too late: if the delete acted, it finishes
           // forward; if the cancel reached the held activity first, nothing was deleted.
-          const finished = await outcome(h).then(
+          const finished = await outcome(h, s.db.pool).then(
             () => true,
             (e: unknown) => {
               if (e instanceof WorkflowFailedError) return false;
@@ -124,7 +124,7 @@ for (const saga of Object.keys(STEPS) as Saga[]) {
             return;
           }
           await expectCancelled(h.result());
-        } else await expectCancelled(outcome(h));
+        } else await expectCancelled(outcome(h, s.db.pool));
         assert.deepEqual(await snapshot(s, vol.volumeId), before, 'every component as before');
         const steps = await audit(h.operationId);
         assert.ok(steps.includes(`forward:${step}:failed`) || steps.includes(`forward:${step}:completed`));
@@ -145,7 +145,7 @@ test('delete fails after the pivot (removing the rows): nothing undone, a second
   };
   await arm(fp);
   const h = await start();
-  await expectFailure(outcome(h), /at step "remove-rows".*nothing to undo/);
+  await expectFailure(outcome(h, s.db.pool), /at step "remove-rows".*nothing to undo/);
   const mid = await snapshot(s, volumeId);
   assert.equal(mid.exists, false, 'the volume is gone from CloudStack (past the pivot)');
   assert.ok(mid.row, 'its row is left for the retry to remove');

@@ -65,7 +65,7 @@ export function crashAtEveryStep(
           await s.waitControlWorkerDead();
           await s.respawnControlWorker();
         }
-        const r = await outcome(h);
+        const r = await outcome(h, s.db.pool);
         await assertCompletedState(s, saga, volumeId, r);
         const { steps } = await auditOf(s, volumeId, saga);
         assert.ok(steps.includes(`forward:${step}:completed`), steps.join(' '));

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { WorkflowFailedError } from '@temporalio/client';
+import type { Pool } from 'mysql2/promise';
 import { getExport } from '../../src/db/exports.js';
 import { getMapping } from '../../src/db/mappings.js';
 import { listOperations, listSteps } from '../../src/db/operations.js';
@@ -62,10 +63,12 @@ export async function waitForStep(h: { progress(): Promise<SagaProgress> }, step
 }
 
 /**
- * The operation's result — but fail at once, rather than hang, if the saga parks waiting for an
- * operator (a compensation that failed for good).
+ * The saga's result — or, if it parks waiting for an operator (a compensation failed), an
+ * error saying so at once instead of a test timeout. The parking is read from the audit row
+ * (status needs_attention), not by querying the workflow: a query can wait for a worker the test
+ * has just killed, and one still in flight when the stack closes fails the file after its tests.
  */
-export async function outcome<T>(h: { result(): Promise<T>; progress(): Promise<SagaProgress> }): Promise<T> {
+export async function outcome<T>(h: { result(): Promise<T>; operationId: string }, db: Pool): Promise<T> {
   const result = h.result();
   let settled = false;
   result.then(
@@ -73,13 +76,14 @@ export async function outcome<T>(h: { result(): Promise<T>; progress(): Promise<
     () => (settled = true),
   );
   const parked = (async (): Promise<never> => {
-    for (;;) {
-      const p = await h.progress().catch(() => undefined);
-      if (settled) return new Promise<never>(() => undefined);
-      if (p?.state === 'waiting-for-operator')
-        throw new Error(`the saga waits for an operator: ${JSON.stringify(p.needsAttention)}`);
+    while (!settled) {
+      const [row] = await listOperations(db, { operationId: h.operationId }).catch(() => []);
+      if (settled) break;
+      if (row?.status === 'needs_attention')
+        throw new Error(`the saga waits for an operator: ${row.error ?? '(no error recorded)'}`);
       await new Promise((r) => setTimeout(r, 250));
     }
+    return new Promise<never>(() => undefined);
   })();
   return Promise.race([result, parked]);
 }
