@@ -31,7 +31,7 @@ interface Compensation {
 }
 
 /**
- * The saga runner. Rules (shared/reference/peers.md, lessons 1, 2, 10, 11):
+ * The saga runner. Rules (docs/sagas.md):
  * - a step's compensation is registered BEFORE the step runs, and is written as "undo if
  *   present", because the step most likely to be half-done is the one that just failed;
  * - compensations run newest first in a non-cancellable scope, each an activity with bounded

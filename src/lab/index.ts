@@ -1,4 +1,4 @@
-/** The appliance lab (issue #5): a QEMU/TCG guest with real dm, loop, NBD and udev. */
+/** The appliance lab: a QEMU/TCG guest with real dm, loop, NBD and udev. */
 export { startLab } from './vm.js';
 export type { Lab, LabOptions, HotplugRequest, GuestProcess, HostForward, GuestForward } from './vm.js';
 export { QgaClient, QgaRunner, QgaError, guestEnv } from './qga.js';

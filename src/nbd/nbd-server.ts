@@ -12,13 +12,13 @@ import { NbdValidationError, validateExportName, validateExportSpec, validatePat
 
 /**
  * nbd-server backend, for sites that run nbd-server today. Facts it is built on
- * (shared/reference/nbd.md):
+ * (docs/nbd-servers.md):
  *
  * - The section name is the export name; `exportname =` is the file path, opened per connection
  *   after NBD_OPT_GO (fact 4), so `/dev/mapper/<name>` never needs a config change when the dm
  *   table is reloaded.
  * - `includedir`: only regular `*.conf` files are read, and one malformed file fails the whole
- *   parse (§1, "Other verified"). We write `<confDir>/<exportName>.conf`, one section each, via a
+ *   parse. We write `<confDir>/<exportName>.conf`, one section each, via a
  *   temp name that does not end in `.conf` plus rename(2), never leaving a partial `.conf`.
  * - SIGHUP only appends unseen section names (fact 1) and on Debian 12's 3.24 corrupts the heap
  *   (gh-143, fact 2): we send SIGHUP only to ≥ 3.25 (`nbd-server -V`).
@@ -262,7 +262,7 @@ export class NbdServerSupervisor {
 
   /**
    * Stop. SIGTERM to the main PID: nbd-server's handler kills every per-connection child, so all
-   * clients are dropped (nbd.md "Restart semantics"). Orphans of earlier safe restarts are
+   * clients are dropped (docs/nbd-servers.md, "Restarts"). Orphans of earlier safe restarts are
    * SIGTERMed by PID too (a child's SIGTERM is the default action: exit).
    */
   async stop(graceMs = 5_000): Promise<{ stopped: boolean; orphansStopped: number }> {

@@ -5,10 +5,10 @@ import type { ProbeResult, ServedExport } from './types.js';
  * The NBD-protocol view of a running server, through `nbdinfo` (Debian package libnbd-bin).
  * Shared by every backend: what a server *has in memory* is only knowable by asking it, and
  * nbd-server in particular keeps names that are no longer in its configuration
- * (shared/reference/nbd.md, key facts 1 and 5).
+ * (docs/nbd-servers.md, facts 1 and 5).
  *
  * - `nbdinfo --list --json URI` does NBD_OPT_LIST (+ NBD_OPT_INFO per name). nbd-server answers
- *   INFO without opening the file, so its sizes are 0 (nbd.md fact 5); nbdkit opens the file, so
+ *   INFO without opening the file, so its sizes are 0 (fact 5); nbdkit opens the file, so
  *   its sizes are real.
  * - `nbdinfo --size URI/NAME` does NBD_OPT_GO: the server really opens the export's file.
  */
@@ -29,7 +29,7 @@ export type ProbeFailureReason = Extract<ProbeResult, { ok: false }>['reason'];
 
 /**
  * Classify nbdinfo's error text (stderr). Texts are the ones libnbd 1.14 prints, observed in
- * shared/reference/nbd.md §2 (e), (b2), the SIGHUP stability runs, and §3:
+ * docs/nbd-servers.md, "What clients print":
  *
  * - `handshake: server has no export named 'x': No such file or directory` → NBD_REP_ERR_UNKNOWN:
  *   the server does not know the name (nbdkit: no such entry / dangling link).

@@ -14,7 +14,7 @@ import { NbdValidationError, validateExportName, validateExportSpec, validatePat
  * `EXPORTS_DIR/migration-vol-<name>` → `/dev/mapper/<name>`. nbdkit re-reads the directory on
  * every NBD_OPT_LIST and opens the entry per connection, following symlinks, so add / remove /
  * retarget take effect for the next client with no signal and no restart
- * (shared/reference/nbd.md, key fact 6 and §3). A dangling link is neither listed nor served
+ * (docs/nbd-servers.md, fact 6). A dangling link is neither listed nor served
  * ("server has no export named"), so an export whose device is not there yet is simply absent.
  *
  * Links are replaced atomically: a new link is made under a temp name in `EXPORTS_DIR/.staging`

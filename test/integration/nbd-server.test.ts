@@ -188,7 +188,7 @@ void describe(
 
     void it('SIGHUP reload is append-only: a new .conf is added, a deleted .conf stays listed', async (t) => {
       // One SIGHUP to a fresh main process; on 3.24 only the listing is asserted (gh-143 can break
-      // the *connections* even after one SIGHUP, nbd.md "SIGHUP stability").
+      // the *connections* even after one SIGHUP, docs/nbd-servers.md, fact 2).
       await fsp.rm(path.join(dir, 'conf.d', 'migration-vol-ghost.conf'));
       await sparseFile(dev('charlie'), 1 << 20, 'C');
       const charlie = { exportName: 'migration-vol-charlie', targetPath: dev('charlie') };

@@ -135,3 +135,58 @@ test('validation cycle: attach → write → failover → target writes → fail
     ],
   );
 });
+
+test('the engine lifecycle on a real kernel: create → attach → OS disk to a stopped VM as root → back → the same export serves its writes', async () => {
+  const base = { applianceVmId: s.applianceVmId };
+  const created = await (
+    await s.volumes.create({
+      ...base,
+      name: 'migration-labos-labos-disk-0',
+      sizeBytes: 1024 ** 3,
+      diskOfferingId: s.sim.offering.id,
+      zoneId: s.sim.zone.id,
+      sourceVmName: 'labos',
+      diskKey: 2000,
+    })
+  ).result();
+  const volumeId = created.volumeId;
+  assert.equal(created.persistentName, 'labosdisk0', 'the name is born at create');
+
+  // attach with no naming: the name from create
+  const a = (await (await s.volumes.attach({ ...base, volumeId })).result()).access!;
+  assert.equal(a.exportName, 'migration-vol-labosdisk0');
+  assert.match(await qemuIo(s.nbdUri(a.exportName), 'write -P 0x5a 0 1M'), /wrote 1048576\/1048576/);
+
+  // root-disk failover: detach, then the destination (stopped, its placeholder root detached)
+  // takes the volume as its root disk; the export stays and answers errors meanwhile
+  await (await s.volumes.detach({ ...base, volumeId })).result();
+  const dest = s.sim.sim.state.vms.get(s.targetVmId)!;
+  dest.state = 'Stopped';
+  try {
+    const placeholder = (await s.cs.listVolumes({ virtualmachineid: s.targetVmId })).find(
+      (v) => v.deviceid === 0,
+    );
+    if (placeholder) await s.cs.detachVolume(placeholder.id, { fromVmId: s.targetVmId });
+    await (await s.volumes.failover({ ...base, volumeId, targetVmId: s.targetVmId, asRoot: true })).result();
+    const cs = (await s.cs.getVolume(volumeId))!;
+    assert.deepEqual([cs.virtualmachineid, cs.deviceid, cs.type], [s.targetVmId, 0, 'ROOT']);
+    assert.ok((await s.servedExports()).includes(a.exportName), 'the export is still listed while away');
+    assert.match(await qemuIo(s.nbdUri(a.exportName), 'read 0 4k'), /Input\/output error|read failed/i);
+
+    // the destination boots from it and writes (its disk is the same image file)
+    const fh = await open(s.imagePath(volumeId), 'r+');
+    await fh.write(Buffer.alloc(65536, 0x7e), 0, 65536, 0);
+    await fh.close();
+
+    // back to the appliance (the VM is stopped, so its root may be detached): the same export
+    const back = (await (await s.volumes.failback({ ...base, volumeId })).result()).access!;
+    assert.equal(back.exportName, a.exportName);
+    await assertConsistent(s, 'after the root-disk round trip');
+    assert.match(await qemuIo(s.nbdUri(back.exportName), 'read -P 0x7e 0 64k'), /read 65536\/65536/);
+    assert.match(await qemuIo(s.nbdUri(back.exportName), 'read -P 0x5a 64k 64k'), /read 65536\/65536/);
+  } finally {
+    dest.state = 'Running';
+  }
+  await (await s.volumes.delete({ ...base, volumeId })).result();
+  assert.equal(await getMapping(s.db.pool, volumeId), undefined);
+});

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import type { CommandRunner } from '../../src/device/exec.js';
 import { classifyProbeError, listExports, nbdUri, probeExport } from '../../src/nbd/nbdinfo.js';
 
-/** Message texts as printed by nbdinfo 1.14 / qemu-img 7.2 (shared/reference/nbd.md §2, §3, SIGHUP runs). */
+/** Message texts as printed by nbdinfo 1.14 / qemu-img 7.2 (docs/nbd-servers.md, "What clients print"). */
 const texts = {
   unknown:
     "nbdinfo: nbd_connect_uri: handshake: server has no export named 'nosuch': No such file or directory",
