@@ -3,8 +3,6 @@ import {
   CancellationScope,
   CancelledFailure,
   condition,
-  defineQuery,
-  defineUpdate,
   isCancellation,
   setCurrentDetails,
   setHandler,
@@ -19,11 +17,10 @@ import type {
   WorkflowContext,
 } from '../src/domain/operations.js';
 import { SA } from '../src/temporal/search-attributes.js';
+import { operatorUpdate, progressQuery } from './messages.js';
 import type { Activities } from './proxies.js';
 
-export const progressQuery = defineQuery<SagaProgress>('progress');
-/** Operator's hand on a running operation: abort it (compensates), or answer a stuck compensation. */
-export const operatorUpdate = defineUpdate<string, [OperatorAction]>('operator');
+export { operatorUpdate, progressQuery } from './messages.js';
 
 interface Compensation {
   step: string;

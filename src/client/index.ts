@@ -21,6 +21,8 @@ import {
 } from '../domain/operations.js';
 import { SA } from '../temporal/search-attributes.js';
 import { controlQueue, createWorkflowId, volumeWorkflowId } from '../temporal/task-queues.js';
+import { operatorUpdate, progressQuery } from '../../workflows/messages.js';
+import type * as workflows from '../../workflows/index.js';
 
 /**
  * The typed client the migration engine (and our HTTP API and CLI) use to start volume
@@ -73,7 +75,8 @@ export interface OperationHandle {
   progress(): Promise<SagaProgress>;
 }
 
-const WORKFLOW_TYPE: Record<Exclude<OperationType, 'repair'>, string> = {
+/** Each operation's workflow, by its exported name: renaming one side alone fails `tsc`. */
+const WORKFLOW_TYPE: Record<Exclude<OperationType, 'repair'>, keyof typeof workflows> = {
   create: 'createVolume',
   attach: 'attachVolume',
   detach: 'detachVolume',
@@ -200,7 +203,7 @@ export class VolumeLifecycleClient {
     const a = parse(operatorActionSchema, action);
     return this.opts.client.workflow
       .getHandle(volumeWorkflowId(volumeId))
-      .executeUpdate<string, [OperatorAction]>('operator', { args: [a] });
+      .executeUpdate(operatorUpdate, { args: [a] });
   }
 
   private async start<I extends WorkflowContext>(
@@ -272,7 +275,7 @@ export class VolumeLifecycleClient {
       runId,
       deduplicated,
       result: () => pinned.result() as Promise<OperationResult>,
-      progress: () => pinned.query<SagaProgress>('progress'),
+      progress: () => pinned.query(progressQuery),
     };
   }
 }

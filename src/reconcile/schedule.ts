@@ -6,6 +6,10 @@ import {
 } from '@temporalio/client';
 import type { ReconcileInput, ReconcileResult } from '../../workflows/reconcile.js';
 import { controlQueue, reconcileWorkflowId } from '../temporal/task-queues.js';
+import type * as workflows from '../../workflows/index.js';
+
+/** The workflow the Schedule and `reconcileNow` start, by its exported name (checked by tsc). */
+const RECONCILE_WORKFLOW: keyof typeof workflows = 'reconcileAppliance';
 
 export function reconcileScheduleId(applianceVmId: string): string {
   return `reconcile-${applianceVmId}`;
@@ -24,7 +28,7 @@ export async function ensureReconcileSchedule(
   const scheduleId = reconcileScheduleId(input.applianceVmId);
   const action: ScheduleOptionsAction = {
     type: 'startWorkflow',
-    workflowType: 'reconcileAppliance',
+    workflowType: RECONCILE_WORKFLOW,
     workflowId: reconcileWorkflowId(input.applianceVmId),
     taskQueue: controlQueue(input.taskQueuePrefix),
     args: [input],
@@ -43,7 +47,7 @@ export async function ensureReconcileSchedule(
 
 /** Reconcile now (CLI, API, tests). A pass already running on demand is joined, not duplicated. */
 export async function reconcileNow(client: Client, input: ReconcileInput) {
-  const handle = await client.workflow.start('reconcileAppliance', {
+  const handle = await client.workflow.start<typeof workflows.reconcileAppliance>(RECONCILE_WORKFLOW, {
     workflowId: `${reconcileWorkflowId(input.applianceVmId)}:on-demand`,
     taskQueue: controlQueue(input.taskQueuePrefix),
     args: [input],

@@ -1,0 +1,11 @@
+import { defineQuery, defineUpdate } from '@temporalio/workflow';
+import type { OperatorAction, SagaProgress } from '../src/domain/operations.js';
+
+/**
+ * The messages every saga answers, defined once: the workflows set handlers for these
+ * definitions and the client sends them by the same definitions, so a rename on one side alone
+ * fails the type-check instead of a call in production.
+ */
+export const progressQuery = defineQuery<SagaProgress>('progress');
+/** Operator's hand on a running operation: abort it (compensates), or answer a stuck compensation. */
+export const operatorUpdate = defineUpdate<string, [OperatorAction]>('operator');
