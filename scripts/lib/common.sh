@@ -65,8 +65,8 @@ ensure_temporal_cli() {
   (cd "$CACHE_DIR" && GOBIN="$CACHE_DIR/bin" go install github.com/temporalio/cli/cmd/temporal@v1.5.1)
 }
 
-SEARCH_ATTRIBUTES=(VolumeId=Keyword ApplianceVmId=Keyword VmName=Keyword PersistentName=Keyword
-  OperationType=Keyword SagaStep=Keyword NeedsAttention=Bool)
+# The search attributes the workflows upsert, from their one definition (needs node_modules).
+search_attributes() { (cd "$ROOT" && node --import tsx scripts/lib/search-attributes.ts); }
 
 # The dev server, configured for this workload (README "Temporal server settings"). Its one
 # history shard reads its transfer queue at most 20 times a second by default, and every remote
@@ -87,7 +87,8 @@ start_temporal() {
   local port="$1" ui_port="$2" db="$3" fresh="${4:-}" args=() sa
   ensure_temporal_cli
   if port_open "$port"; then log "Temporal already listening on 127.0.0.1:$port (reusing it)"; return; fi
-  for sa in "${SEARCH_ATTRIBUTES[@]}"; do args+=(--search-attribute "$sa"); done
+  for sa in $(search_attributes); do args+=(--search-attribute "$sa"); done
+  [ ${#args[@]} -gt 0 ] || die "no search attributes to register (src/temporal/search-attributes.ts)"
   mkdir -p "$(dirname "$db")"
   if [ "$fresh" = fresh ]; then rm -f "$db"; fi
   log "starting Temporal dev server on 127.0.0.1:$port (UI http://127.0.0.1:$ui_port, state $db)"

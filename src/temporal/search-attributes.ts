@@ -3,7 +3,8 @@ import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/commo
 /**
  * Typed search attributes, kept current by the workflows so an operator can find any operation
  * in the Temporal UI, e.g. `OperationType = "attach" AND SagaStep = "correlate"` or
- * `NeedsAttention = true`. The dev server registers them at start (scripts/lib/common.sh).
+ * `NeedsAttention = true`. The dev server registers them at start (scripts/lib/common.sh asks
+ * `searchAttributeFlags` for the list).
  */
 export const SA = {
   VolumeId: defineSearchAttributeKey('VolumeId', SearchAttributeType.KEYWORD),
@@ -15,13 +16,18 @@ export const SA = {
   NeedsAttention: defineSearchAttributeKey('NeedsAttention', SearchAttributeType.BOOL),
 } as const;
 
-/** Name → type, for registering them on a server (tests, operator service). */
-export const SEARCH_ATTRIBUTE_TYPES: Record<keyof typeof SA, 'Keyword' | 'Bool'> = {
-  VolumeId: 'Keyword',
-  ApplianceVmId: 'Keyword',
-  VmName: 'Keyword',
-  PersistentName: 'Keyword',
-  OperationType: 'Keyword',
-  SagaStep: 'Keyword',
-  NeedsAttention: 'Bool',
+/** The type names `temporal operator search-attribute create` and `server start-dev` take. */
+const CLI_TYPE: Record<string, string> = {
+  KEYWORD: 'Keyword',
+  BOOL: 'Bool',
+  TEXT: 'Text',
+  INT: 'Int',
+  DOUBLE: 'Double',
+  DATETIME: 'Datetime',
+  KEYWORD_LIST: 'KeywordList',
 };
+
+/** `Name=Type` for each attribute, as the Temporal CLI registers them: derived, never retyped. */
+export function searchAttributeFlags(): string[] {
+  return Object.values(SA).map((k) => `${k.name}=${CLI_TYPE[k.type] ?? k.type}`);
+}
