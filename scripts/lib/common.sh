@@ -66,7 +66,7 @@ ensure_temporal_cli() {
 }
 
 # The search attributes the workflows upsert, from their one definition (needs node_modules).
-search_attributes() { (cd "$ROOT" && node --import tsx scripts/lib/search-attributes.ts); }
+search_attributes() { (cd "$ROOT" && node --import tsx src/temporal/print-search-attributes.ts); }
 
 # The dev server, configured for this workload (README "Temporal server settings"). Its one
 # history shard reads its transfer queue at most 20 times a second by default, and every remote
