@@ -3,6 +3,13 @@
 //
 //   TEMPORAL_ADDRESS=127.0.0.1:7244 node --import tsx bench/sagas.ts [overheadRuns=30] [levels=10,100,500]
 //   (or BENCH_OVERHEAD_RUNS / BENCH_LEVELS; overheadRuns 0 skips the overhead part)
+//   --quick (npm run bench:sagas -- --quick): 20 interleaved runs and N=100 only, ≤ 3 minutes.
+//
+// The floor: the same shape of no-op activities (the attach saga's remote activities per queue,
+// local activities and upserts, per workflow task, read from its own history) run as a workflow
+// on the same server in the same run — what the engine costs for that shape, with no work done.
+// Actions: per saga type, what one run spends (remote and local activities, workflow tasks,
+// upserts, history events), counted from its history.
 //   BENCH_DISKS_PER_APPLIANCE=32: spread each level over ceil(N/32) appliances (CloudStack KVM's
 //   default max_data_volumes_limit), one host worker each. Default 0: every volume of a level on
 //   ONE appliance (one host worker, one host lock), with the simulator's per-VM data-disk limit
@@ -23,7 +30,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Client } from '@temporalio/client';
 import { MockActivityEnvironment } from '@temporalio/testing';
-import { DefaultLogger, NativeConnection, Runtime, type Worker } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
 import { createControlActivities } from '../activities/control/index.js';
 import { createHostActivities } from '../activities/host/index.js';
 import { VolumeLifecycleClient } from '../src/client/index.js';
@@ -39,10 +46,14 @@ import { NbdkitDirBackend } from '../src/nbd/nbdkit-dir.js';
 import { connectClient } from '../src/temporal/connection.js';
 import { createControlWorker, createHostWorker } from '../src/worker/workers.js';
 import { MemoryDmRunner, SysfsTreeHypervisor } from '../test/support/host-stand-in.js';
+import { countActions, shapeOf, type ActionCount } from './floor/shape.js';
+import type { floorWorkflow, Shape } from './floor/workflows.js';
 
 Runtime.install({ logger: new DefaultLogger('ERROR') });
-const overheadRuns = Number(process.argv[2] ?? process.env.BENCH_OVERHEAD_RUNS ?? 30);
-const levels = (process.argv[3] ?? process.env.BENCH_LEVELS ?? '10,100,500').split(',').map(Number);
+const quick = process.argv.includes('--quick') || process.env.BENCH_QUICK === '1';
+const args = process.argv.slice(2).filter((a) => a !== '--quick');
+const overheadRuns = Number(args[0] ?? process.env.BENCH_OVERHEAD_RUNS ?? (quick ? 20 : 30));
+const levels = (args[1] ?? process.env.BENCH_LEVELS ?? (quick ? '100' : '10,100,500')).split(',').map(Number);
 const disksPerAppliance = Number(process.env.BENCH_DISKS_PER_APPLIANCE ?? 0);
 const HISTORY_SAMPLE = Number(process.env.BENCH_HISTORY_SAMPLE ?? 50);
 const CONTROL_MAX_CONCURRENT = 500;
@@ -92,6 +103,24 @@ const control = await createControlWorker({
   maxConcurrent: CONTROL_MAX_CONCURRENT,
 });
 const controlRun = control.run();
+
+// The floor's workers: no-op activities on a control-like and a host-like queue of their own.
+const floorQueues = { controlQueue: `${prefix}-floor`, hostQueue: `${prefix}-floor-host-x` };
+const noop = { noop: async () => {} };
+const floorControl = await Worker.create({
+  connection,
+  namespace: 'default',
+  taskQueue: floorQueues.controlQueue,
+  workflowsPath: new URL('./floor/workflows.ts', import.meta.url).pathname,
+  activities: noop,
+});
+const floorHost = await Worker.create({
+  connection,
+  namespace: 'default',
+  taskQueue: floorQueues.hostQueue,
+  activities: noop,
+});
+const floorRuns = [floorControl.run(), floorHost.run()];
 
 /** One appliance: a VM in the simulator, its sysfs tree, stand-in dm, export dir and host worker. */
 interface Appliance {
@@ -299,11 +328,34 @@ for (let i = 0; i < (overheadRuns > 0 ? 3 : 1); i++) {
   ).result();
   if (overheadRuns > 0) await directAttach(await newVolume(), `warmd${i}`, 0);
 }
+let floorLine = '';
+const actions = new Map<string, ActionCount>();
+const historyOf = async (h: { workflowId: string; runId: string }) =>
+  (await client.workflow.getHandle(h.workflowId, h.runId).fetchHistory()).events ?? [];
 if (overheadRuns > 0) {
+  // The attach saga's shape, from one of its own histories.
+  const probe = await volumes.attach({
+    applianceVmId,
+    volumeId: await newVolume(),
+    sourceVmName: 'shape',
+    diskKey: 2000,
+  });
+  await probe.result();
+  const attachEvents = await historyOf(probe);
+  actions.set('attach', countActions(attachEvents));
+  const shape: Shape = shapeOf(attachEvents, floorQueues);
+  const runFloor = async (i: number) =>
+    client.workflow.execute<typeof floorWorkflow>('floorWorkflow', {
+      workflowId: `floor-${prefix}-${i}`,
+      taskQueue: floorQueues.controlQueue,
+      args: [shape],
+    });
+  await runFloor(-1); // warm-up
   const sagaMs: number[] = [];
   const directMs: number[] = [];
+  const floorMs: number[] = [];
   for (let i = 0; i < overheadRuns; i++) {
-    // Interleaved, so both sides see the same machine state.
+    // Interleaved, so all three see the same machine state.
     let v = await newVolume();
     let t = performance.now();
     await directAttach(v, `direct${i}`, 0);
@@ -314,6 +366,9 @@ if (overheadRuns > 0) {
       await volumes.attach({ applianceVmId, volumeId: v, sourceVmName: `saga${i}`, diskKey: 2000 })
     ).result();
     sagaMs.push(performance.now() - t);
+    t = performance.now();
+    await runFloor(i);
+    floorMs.push(performance.now() - t);
   }
   console.log(`attach, ${overheadRuns} runs each, interleaved:`);
   console.log(
@@ -321,8 +376,39 @@ if (overheadRuns > 0) {
   );
   console.log(`  Temporal saga  p50 ${pct(sagaMs, 50).toFixed(1)} ms   p95 ${pct(sagaMs, 95).toFixed(1)} ms`);
   console.log(
-    `  ratio (p50)    ${(pct(sagaMs, 50) / pct(directMs, 50)).toFixed(2)}×   — the price of durability\n`,
+    `  floor          p50 ${pct(floorMs, 50).toFixed(1)} ms   p95 ${pct(floorMs, 95).toFixed(1)} ms`,
   );
+  console.log(
+    `  ratio (p50)    saga/direct ${(pct(sagaMs, 50) / pct(directMs, 50)).toFixed(2)}×, saga/floor ${(pct(sagaMs, 50) / pct(floorMs, 50)).toFixed(2)}×\n`,
+  );
+  floorLine =
+    `attach saga p50 ${pct(sagaMs, 50).toFixed(0)} ms, floor p50 ${pct(floorMs, 50).toFixed(0)} ms ` +
+    `(same shape of no-op activities, same server, same run), ratio ${(pct(sagaMs, 50) / pct(floorMs, 50)).toFixed(2)}`;
+
+  // One run of each other saga, on one volume, for its action count.
+  const v = await newVolume();
+  await (
+    await volumes.attach({ applianceVmId, volumeId: v, sourceVmName: 'counted', diskKey: 2000 })
+  ).result();
+  const targetVmId = sim.targets[0]!.id;
+  for (const [type, start] of [
+    ['failover', () => volumes.failover({ applianceVmId, volumeId: v, targetVmId })],
+    ['failback', () => volumes.failback({ applianceVmId, volumeId: v })],
+    ['detach', () => volumes.detach({ applianceVmId, volumeId: v })],
+    ['delete', () => volumes.delete({ applianceVmId, volumeId: v })],
+  ] as const) {
+    const h = await start();
+    await h.result();
+    actions.set(type, countActions(await historyOf(h)));
+  }
+  console.log('actions per saga run (from its history; what a Temporal cluster spends, and Cloud bills):\n');
+  console.log('| saga | remote activities | local activities | workflow tasks | upserts | history events |');
+  console.log('|------|------------------:|-----------------:|---------------:|--------:|---------------:|');
+  for (const [type, a] of actions)
+    console.log(
+      `| ${type} | ${a.remoteActivities} | ${a.localActivities} | ${a.workflowTasks} | ${a.upserts} | ${a.events} |`,
+    );
+  console.log('');
 }
 await stopAppliance(main);
 
@@ -436,6 +522,9 @@ for (const r of rows) {
 
 control.shutdown();
 await controlRun;
+floorControl.shutdown();
+floorHost.shutdown();
+await Promise.all(floorRuns);
 await cc.close();
 await connection.close();
 await sim.sim.close();
@@ -443,3 +532,5 @@ await pool.end();
 if (process.env.BENCH_KEEP_DB !== '1') await dropDatabase(cfg);
 else console.log(`kept database ${cfg.DB_NAME}`);
 await rm(tmp, { recursive: true, force: true });
+// Last line: the figure the README quotes.
+if (floorLine) console.log(floorLine);
