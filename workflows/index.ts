@@ -7,5 +7,6 @@ export { failoverVolume } from './failover.js';
 export { failbackVolume } from './failback.js';
 export { deleteVolume } from './delete.js';
 export { repairVolume } from './repair.js';
+export { vmOperation, vmProgressQuery } from './vm.js';
 export { reconcileAppliance } from './reconcile.js';
 export { progressQuery, operatorUpdate } from './saga.js';

@@ -1,5 +1,5 @@
 import { defineQuery, defineUpdate } from '@temporalio/workflow';
-import type { OperatorAction, SagaProgress } from '../src/domain/operations.js';
+import type { OperatorAction, SagaProgress, VmOperationProgress } from '../src/domain/operations.js';
 
 /**
  * The messages every saga answers, defined once: the workflows set handlers for these
@@ -9,3 +9,5 @@ import type { OperatorAction, SagaProgress } from '../src/domain/operations.js';
 export const progressQuery = defineQuery<SagaProgress>('progress');
 /** Operator's hand on a running operation: abort it (compensates), or answer a stuck compensation. */
 export const operatorUpdate = defineUpdate<string, [OperatorAction]>('operator');
+/** A whole-VM operation's view: each volume's state. */
+export const vmProgressQuery = defineQuery<VmOperationProgress>('vmProgress');

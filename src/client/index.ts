@@ -13,6 +13,8 @@ import {
   failbackRequest,
   failoverRequest,
   operatorActionSchema,
+  vmOperationRequest,
+  type VmOperationInput,
   type OperationResult,
   type OperationType,
   type OperatorAction,
@@ -20,8 +22,8 @@ import {
   type WorkflowContext,
 } from '../domain/operations.js';
 import { SA } from '../temporal/search-attributes.js';
-import { controlQueue, createWorkflowId, volumeWorkflowId } from '../temporal/task-queues.js';
-import { operatorUpdate, progressQuery } from '../../workflows/messages.js';
+import { controlQueue, createWorkflowId, vmWorkflowId, volumeWorkflowId } from '../temporal/task-queues.js';
+import { operatorUpdate, progressQuery, vmProgressQuery } from '../../workflows/messages.js';
 import type * as workflows from '../../workflows/index.js';
 
 /**
@@ -84,6 +86,8 @@ const WORKFLOW_TYPE: Record<Exclude<OperationType, 'repair'>, keyof typeof workf
   failback: 'failbackVolume',
   delete: 'deleteVolume',
 };
+
+const VM_WORKFLOW: keyof typeof workflows = 'vmOperation';
 
 /** The line an operator scans in the Temporal UI's workflow list. */
 function summaryOf(type: string, input: WorkflowContext & { name?: string }, vmName?: string): string {
@@ -181,6 +185,40 @@ export class VolumeLifecycleClient {
   }
   async delete(request: unknown): Promise<OperationHandle> {
     return this.start('delete', this.context(parse(deleteRequest, request)));
+  }
+
+  /**
+   * Fail a whole VM over (its OS disk as root: `asRoot`) or back: every volume at once, each its
+   * own saga under its volume's workflow id. `abort()` cancels it: each volume still in flight
+   * compensates. The result lists every volume's result.
+   */
+  async vm(request: unknown) {
+    const r = parse(vmOperationRequest, request);
+    const operationId = r.operationId ?? randomUUID();
+    const input: VmOperationInput = {
+      operationId,
+      type: r.type,
+      applianceVmId: r.applianceVmId,
+      targetVmId: r.targetVmId,
+      volumes: r.volumes,
+      taskQueuePrefix: this.prefix,
+      correlationTimeoutMs: this.correlationTimeoutMs,
+    };
+    const handle = await this.opts.client.workflow.start(VM_WORKFLOW, {
+      workflowId: vmWorkflowId(operationId),
+      taskQueue: controlQueue(this.prefix),
+      args: [input],
+      workflowIdConflictPolicy: 'USE_EXISTING',
+      workflowIdReusePolicy: 'REJECT_DUPLICATE',
+      staticSummary: `${r.type} a whole VM: ${r.volumes.length} volumes, migrated VM ${r.targetVmId}`,
+    });
+    return {
+      operationId,
+      workflowId: handle.workflowId,
+      result: () => handle.result() as Promise<Awaited<ReturnType<typeof workflows.vmOperation>>>,
+      progress: () => handle.query(vmProgressQuery),
+      abort: () => handle.cancel(),
+    };
   }
 
   /** Handle of the latest operation on a volume (running or finished). */

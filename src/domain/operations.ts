@@ -114,6 +114,47 @@ export const failoverRequest = z.object({ ...common, targetVmId: vmId, asRoot: z
 export const failbackRequest = z.object(common);
 export const deleteRequest = z.object(common);
 
+/**
+ * A whole VM at once: its volumes failed over to the migrated VM (the OS disk as root) or back,
+ * in parallel, each its own saga.
+ */
+export const vmOperationRequest = z.object({
+  operationId: uuid.optional(),
+  applianceVmId,
+  type: z.enum(['failover', 'failback']),
+  /** The migrated VM: where a failover sends the volumes, where a failback takes them from. */
+  targetVmId: vmId,
+  volumes: z
+    .array(z.object({ volumeId, asRoot: z.boolean().optional() }))
+    .min(1, 'at least one volume')
+    .max(64, 'at most 64 volumes')
+    .refine((vs) => new Set(vs.map((v) => v.volumeId)).size === vs.length, 'each volume once')
+    .refine((vs) => vs.filter((v) => v.asRoot).length <= 1, 'at most one root disk'),
+});
+export type VmOperationRequest = z.input<typeof vmOperationRequest>;
+
+export interface VmOperationInput {
+  operationId: string;
+  type: 'failover' | 'failback';
+  applianceVmId: string;
+  targetVmId: string;
+  volumes: { volumeId: string; asRoot?: boolean }[];
+  taskQueuePrefix: string;
+  correlationTimeoutMs: number;
+}
+
+export interface VmOperationProgress {
+  type: 'failover' | 'failback';
+  volumes: Record<
+    string,
+    {
+      state: 'pending' | 'running' | 'completed' | 'failed' | 'cancelled' | 'undone' | 'undo-failed';
+      operationId?: string;
+      error?: string;
+    }
+  >;
+}
+
 /** CloudStack takes sizes in whole GiB; the engine sends bytes. */
 export const GIB = 1024 ** 3;
 

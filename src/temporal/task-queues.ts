@@ -22,6 +22,11 @@ export function createWorkflowId(operationId: string): string {
   return `create:${operationId}`;
 }
 
+/** A whole-VM operation (its volumes' sagas run as children under their own ids). */
+export function vmWorkflowId(operationId: string): string {
+  return `vm:${operationId}`;
+}
+
 export function reconcileWorkflowId(applianceVmId: string): string {
   return `reconcile:${applianceVmId}`;
 }
