@@ -16,6 +16,7 @@ import { listOperations } from '../db/operations.js';
 import { createPool } from '../db/pool.js';
 import { reconcileNow } from '../reconcile/schedule.js';
 import { connectClient } from '../temporal/connection.js';
+import { registerReleaseCommands } from './doctor.js';
 
 const program = new Command('volumectl')
   .option('--json', 'machine-readable output')
@@ -313,6 +314,8 @@ program
       targetVmId: targets[0]!.id,
     });
   });
+
+registerReleaseCommands(program); // doctor, --version
 
 program.parseAsync().catch((err: unknown) => {
   if (err instanceof InvalidRequestError) {

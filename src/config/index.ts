@@ -1,5 +1,6 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import { z } from 'zod';
+import { productionChecks, productionEnvShape, resolveSecretFiles } from './production.js';
 
 /**
  * All configuration comes from the environment and is parsed here once, with zod, so a bad value
@@ -83,6 +84,8 @@ export const envSchema = z.object({
   DRY_RUN: bool.default(false),
   /** Reliability suite only (src/worker/failpoints.ts): never set in production. */
   FAILPOINTS_DIR: z.string().min(1).optional(),
+  /** TLS, API key, secret files, drain time (./production.ts). */
+  ...productionEnvShape,
 });
 
 export type AppConfig = z.output<typeof envSchema>;
@@ -95,9 +98,13 @@ export class ConfigError extends Error {
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
-  const r = envSchema.safeParse(env);
-  if (!r.success) {
-    throw new ConfigError(r.error.issues.map((i) => ({ field: i.path.join('.'), message: i.message })));
-  }
+  // `X_FILE` secrets are read first, so their values are parsed like `X` itself.
+  const secrets = resolveSecretFiles(env);
+  const r = envSchema.superRefine(productionChecks).safeParse(secrets.env);
+  const issues = [
+    ...secrets.issues,
+    ...(r.success ? [] : r.error.issues.map((i) => ({ field: i.path.join('.'), message: i.message }))),
+  ];
+  if (!r.success || issues.length) throw new ConfigError(issues);
   return r.data;
 }

@@ -18,7 +18,6 @@ export interface NotYet {
   body?: z.ZodType;
 }
 
-
 export const NOT_YET: NotYet[] = [
   {
     method: 'GET',
