@@ -1,5 +1,6 @@
 // The HTTP API process on API_HOST:API_PORT (default 127.0.0.1:8090, the migration engine's URL):
 // /api/v2 (ours), /api/v1 (the old daemon's contract) and GET /health. Trust rule: trust.ts.
+import { dbPoolTlsOptions } from '../config/production.js';
 import { loadConfig } from '../config/index.js';
 import { VolumeLifecycleClient } from '../client/index.js';
 import { createPool } from '../db/pool.js';
@@ -15,7 +16,7 @@ if (!cfg.APPLIANCE_VM_ID) throw new Error('APPLIANCE_VM_ID: required by the API 
 if (!cfg.API_TOKEN)
   throw new Error('API_TOKEN: required (the bearer token for /api/v2 mutations and remote /api/v1 callers)');
 const applianceVmId = cfg.APPLIANCE_VM_ID;
-const db = createPool(cfg);
+const db = createPool(cfg, dbPoolTlsOptions(cfg));
 const { client, connection } = await connectClient(cfg);
 const exports = createExports(cfg);
 const cloudstack = createCloudStack(cfg);

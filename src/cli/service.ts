@@ -6,8 +6,6 @@
 import { readFileSync } from 'node:fs';
 import { versionLine } from '../config/build-info.js';
 import { parseEnvFile } from '../config/env-file.js';
-import { loadConfig } from '../config/index.js';
-import { dbTlsEnabled } from '../config/production.js';
 import { logFatalErrors } from '../worker/fatal.js';
 
 const SERVICES: Record<string, string> = {
@@ -50,7 +48,4 @@ if (!main) {
 // The program sees its own arguments where it expects them (after argv[1]).
 process.argv.splice(2, process.argv.length - 2, ...args.slice(1));
 if (name !== 'volumectl' && name !== 'healthcheck') logFatalErrors(`volume-lifecycle ${name}`);
-if (name === 'api' && dbTlsEnabled(loadConfig()))
-  // src/api/main.ts opens its pool without TLS options yet: refuse rather than go plaintext.
-  throw new Error('DB_TLS / DB_TLS_*_FILE: not supported by the API yet; unset them in api.env');
 await import(main);

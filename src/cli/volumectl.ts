@@ -1,5 +1,6 @@
 // volumectl: the operator's and script's command line over the same client, database and
 // workflows as the API. Human tables by default, --json for scripts; exit 2 on bad input.
+import { dbPoolTlsOptions } from '../config/production.js';
 import { Command } from 'commander';
 import {
   InvalidRequestError,
@@ -47,7 +48,7 @@ async function withClient<T>(
   }
 }
 async function withDb<T>(fn: (db: ReturnType<typeof createPool>) => Promise<T>): Promise<T> {
-  const db = createPool(cfg);
+  const db = createPool(cfg, dbPoolTlsOptions(cfg));
   try {
     return await fn(db);
   } finally {

@@ -1,4 +1,5 @@
 // `npm run migrate -- up|down|status` against the configured database.
+import { dbPoolTlsOptions } from '../config/production.js';
 import { loadConfig } from '../config/index.js';
 import { createPool, ensureDatabase } from './pool.js';
 import { createMigrator } from './migrator.js';
@@ -6,7 +7,7 @@ import { createMigrator } from './migrator.js';
 const cmd = process.argv[2] ?? 'up';
 const cfg = loadConfig();
 await ensureDatabase(cfg);
-const pool = createPool(cfg);
+const pool = createPool(cfg, dbPoolTlsOptions(cfg));
 try {
   const m = createMigrator(pool, (s) => console.log(s));
   if (cmd === 'up')
