@@ -1,4 +1,7 @@
-/** Every step of every saga, and the activity whose fault makes that step fail. */
+/**
+ * Every step of every saga, and the activity whose fault makes that step fail. Checked against
+ * what the workflows really do by test/workflow/sagas.test.ts: a renamed or moved step fails there.
+ */
 export type Saga = 'attach' | 'detach' | 'failover' | 'failback' | 'delete';
 /** The steps attach and failback share (workflows/volume-steps.ts bringToAppliance). */
 const BRING_TO_APPLIANCE: [step: string, activity: string][] = [
