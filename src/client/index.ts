@@ -89,6 +89,19 @@ const WORKFLOW_TYPE: Record<Exclude<OperationType, 'repair'>, keyof typeof workf
 
 const VM_WORKFLOW: keyof typeof workflows = 'vmOperation';
 
+/**
+ * The VM name and disk index a request names its volume by (both or neither, as the schemas
+ * require); a disk key out of VMware's range is the caller's mistake, named.
+ */
+function namingOf(r: { sourceVmName?: string; diskKey?: number | string }) {
+  if (r.sourceVmName === undefined || r.diskKey === undefined) return {};
+  try {
+    return { sourceVmName: r.sourceVmName, diskIndex: diskIndexFromKey(r.diskKey) };
+  } catch (e) {
+    throw new InvalidRequestError([{ field: 'diskKey', message: (e as Error).message }]);
+  }
+}
+
 /** The line an operator scans in the Temporal UI's workflow list. */
 function summaryOf(type: string, input: WorkflowContext & { name?: string }, vmName?: string): string {
   const what = input.volumeId ? `volume ${input.volumeId}` : `new volume "${input.name ?? '?'}"`;
@@ -134,13 +147,7 @@ export class VolumeLifecycleClient {
 
   async attach(request: unknown): Promise<OperationHandle> {
     const r = parse(attachRequest, request);
-    let diskIndex: number | undefined;
-    try {
-      diskIndex = r.diskKey === undefined ? undefined : diskIndexFromKey(r.diskKey);
-    } catch (e) {
-      throw new InvalidRequestError([{ field: 'diskKey', message: (e as Error).message }]);
-    }
-    const naming = r.sourceVmName !== undefined ? { sourceVmName: r.sourceVmName, diskIndex } : {};
+    const naming = namingOf(r);
     return this.start('attach', { ...this.context(r), ...naming }, r.sourceVmName);
   }
   /**
@@ -149,12 +156,6 @@ export class VolumeLifecycleClient {
    */
   async create(request: unknown): Promise<OperationHandle> {
     const r = parse(createRequest, request);
-    let diskIndex: number | undefined;
-    try {
-      diskIndex = r.diskKey === undefined ? undefined : diskIndexFromKey(r.diskKey);
-    } catch (e) {
-      throw new InvalidRequestError([{ field: 'diskKey', message: (e as Error).message }]);
-    }
     const ctx = this.context({ ...r, volumeId: '' });
     return this.start(
       'create',
@@ -164,7 +165,7 @@ export class VolumeLifecycleClient {
         sizeGb: Math.ceil(r.sizeBytes / GIB),
         diskOfferingId: r.diskOfferingId,
         zoneId: r.zoneId,
-        ...(r.sourceVmName !== undefined ? { sourceVmName: r.sourceVmName, diskIndex } : {}),
+        ...namingOf(r),
       },
       r.sourceVmName,
     );

@@ -226,7 +226,7 @@ export function readTlsMaterial(
   return out;
 }
 
-type TemporalTlsSettings = Partial<
+export type TemporalTlsSettings = Partial<
   Pick<
     AppConfig,
     | 'TEMPORAL_TLS'

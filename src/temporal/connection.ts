@@ -1,6 +1,6 @@
 import { Client, Connection } from '@temporalio/client';
 import type { AppConfig } from '../config/index.js';
-import { readTemporalTls, temporalTlsEnabled } from '../config/production.js';
+import { readTemporalTls, temporalTlsEnabled, type TemporalTlsSettings } from '../config/production.js';
 import { probeTemporal } from './probe.js';
 
 /**
@@ -9,17 +9,7 @@ import { probeTemporal } from './probe.js';
  * client (here) and the workers' NativeConnection (src/worker/temporal.ts).
  */
 export type TemporalSettings = Pick<AppConfig, 'TEMPORAL_ADDRESS' | 'TEMPORAL_NAMESPACE'> &
-  Partial<
-    Pick<
-      AppConfig,
-      | 'TEMPORAL_TLS'
-      | 'TEMPORAL_TLS_CA_FILE'
-      | 'TEMPORAL_TLS_CERT_FILE'
-      | 'TEMPORAL_TLS_KEY_FILE'
-      | 'TEMPORAL_TLS_SERVER_NAME'
-      | 'TEMPORAL_API_KEY'
-    >
-  >;
+  TemporalTlsSettings;
 
 export interface TemporalConnectionOptions {
   address: string;

@@ -6,7 +6,7 @@ import { logger, type Logger } from '../observability/logger.js';
  * The worker process's Temporal Runtime, installed once before any NativeConnection: the SDK's
  * own log lines (and the core's, forwarded) go through pino like ours, so the journal gets one
  * JSON object per line; and with WORKER_METRICS_ADDRESS the core serves its Prometheus metrics
- * there (as src/observability/worker-runtime.ts did, whose messages this keeps).
+ * there.
  */
 class PinoSdkLogger implements SdkLogger {
   constructor(private readonly pino: Logger) {}
