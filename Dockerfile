@@ -23,5 +23,5 @@ USER node
 # HEALTHCHECK_URL to its /health (docker-compose.yml).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
   CMD ["node", "/app/src/cli/service.js", "healthcheck"]
-ENTRYPOINT ["node", "--enable-source-maps", "/app/src/cli/service.js"]
+ENTRYPOINT ["node", "/app/src/cli/service.js"]
 CMD ["control-worker"]

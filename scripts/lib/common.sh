@@ -26,7 +26,7 @@ cleanup() {
 
 # Debian packages the project drives for real (nbd servers and client, the lab's QEMU and kernel,
 # device-mapper tools, the CloudStack CLI used as a conformance client, Chromium for the UI test).
-DEB_PACKAGES=(nbd-server nbdkit libnbd-bin qemu-system-x86 qemu-utils qemu-guest-agent linux-image-amd64 udev xz-utils util-linux procps
+DEB_PACKAGES=(nbd-server nbdkit libnbd-bin python3-libnbd qemu-system-x86 qemu-utils qemu-guest-agent linux-image-amd64 udev xz-utils util-linux procps
   busybox-static socat dmsetup cs chromium)
 
 ensure_packages() {

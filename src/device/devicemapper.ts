@@ -1,4 +1,4 @@
-import { persistentNameSchema } from '../domain/naming.js';
+import { mapperPathFor, persistentNameSchema } from '../domain/naming.js';
 import type { CommandRunner } from './exec.js';
 import { localRunner } from './exec.js';
 import {
@@ -186,7 +186,23 @@ export class DeviceMapper implements DeviceMapperApi {
       await this.dmsetup(['clear', n]);
     }
     if (!same || current.suspended) await this.dmsetup(['resume', n]);
+    if (!same) await this.dropPageCache(n);
     return { changed: !same || current.suspended, previous: current.table };
+  }
+
+  /**
+   * After a table swap, drop the device's page cache (BLKFLSBUF: write back what is dirty, then
+   * invalidate the clean pages). The kernel keeps a block device's cache while anyone holds it
+   * open, and an NBD server with a client connected does: without this, that client would keep
+   * reading blocks cached from the previous table — the volume's data from before a failover
+   * instead of EIO while it is away, and after failback the old contents instead of what the
+   * migrated VM wrote (measured in test/lab/live-replication.lab.test.ts). Dirty pages never
+   * cross tables: the suspend before the swap writes them to the old device.
+   */
+  private async dropPageCache(n: string): Promise<void> {
+    const dev = mapperPathFor(n);
+    const r = await this.runner.run('blockdev', ['--flushbufs', dev]);
+    if (r.exitCode !== 0) throw new DmError(`blockdev --flushbufs ${dev}: ${(r.stderr || r.stdout).trim()}`);
   }
 
   async suspend(name: string): Promise<void> {

@@ -11,6 +11,7 @@ import { CloudStackClient } from '../cloudstack/client.js';
 import { startSimulator, type HypervisorBackend } from '../cloudstack-sim/index.js';
 import { localRunner } from '../device/exec.js';
 import { listExports } from '../nbd/nbdinfo.js';
+import { installedService } from './release.js';
 import { FileTargetHypervisor, QmpHypervisor, startLab, type GuestProcess, type Lab } from './index.js';
 import { connectClient } from '../temporal/connection.js';
 import { Failpoints } from '../worker/failpoints.js';
@@ -79,6 +80,20 @@ export interface LabStackOptions {
    * so a crash test can kill it with SIGKILL and start another.
    */
   controlWorker?: 'in-process' | 'process';
+  /**
+   * What the appliance runs (default: LAB_HOST_WORKER, else 'release'): the built release,
+   * installed with its own installer and started from its unit's command line and env file, as
+   * on an appliance; or 'checkout', this tree through tsx (to iterate without a build).
+   */
+  hostWorker?: 'release' | 'checkout';
+}
+
+/** How the guest starts its host worker: argv, env and working directory. */
+interface HostWorkerCommand {
+  argv: string[];
+  env: Record<string, string>;
+  cwd?: string;
+  what: string;
 }
 
 export async function startLabStack(opts: LabStackOptions): Promise<LabStack> {
@@ -124,24 +139,46 @@ export async function startLabStack(opts: LabStackOptions): Promise<LabStack> {
     });
 
     // The host worker runs inside the appliance, on the real kernel.
-    const spawnHostWorker = async (attempt = 1): Promise<GuestProcess> => {
-      const p = await lab.spawnInGuest(['node', '--import', 'tsx', 'src/worker/host-main.ts'], {
+    const settings = {
+      TEMPORAL_ADDRESS: lab.guestTemporalAddress!,
+      APPLIANCE_VM_ID: applianceVmId,
+      TASK_QUEUE_PREFIX: prefix,
+      EXPORT_BACKEND: 'nbdkit-dir',
+      NBD_EXPORTS_DIR: GUEST_EXPORTS_DIR,
+      NBD_HOST: '0.0.0.0',
+      NBD_PORT: '10809',
+      NBD_URI_HOST: '127.0.0.1',
+      LOG_LEVEL: 'info',
+      FAILPOINTS_DIR: hostFailpoints.dir,
+    };
+    let command: HostWorkerCommand;
+    if ((opts.hostWorker ?? process.env.LAB_HOST_WORKER ?? 'release') === 'release') {
+      // One difference from an appliance: the guest has no systemd to run the nbdkit unit, so
+      // NBD_MANAGE_SERVER=true lets the host worker start nbdkit (daemonized: it outlives the
+      // worker), the setting for appliances without that unit.
+      const installed = await installedService('appliance', 'volume-lifecycle-host-worker.service', {
+        ...settings,
+        NBD_MANAGE_SERVER: 'true',
+      });
+      cleanups.push(installed.cleanup);
+      command = { argv: installed.argv, env: installed.env, what: `release ${installed.version}` };
+    } else {
+      command = {
+        argv: ['node', '--import', 'tsx', 'src/worker/host-main.ts'],
+        env: settings,
         cwd: ROOT,
-        env: {
-          TEMPORAL_ADDRESS: lab.guestTemporalAddress!,
-          APPLIANCE_VM_ID: applianceVmId,
-          TASK_QUEUE_PREFIX: prefix,
-          EXPORT_BACKEND: 'nbdkit-dir',
-          NBD_EXPORTS_DIR: GUEST_EXPORTS_DIR,
-          NBD_HOST: '0.0.0.0',
-          NBD_PORT: '10809',
-          NBD_URI_HOST: '127.0.0.1',
-          LOG_LEVEL: 'info',
-          FAILPOINTS_DIR: hostFailpoints.dir,
-        },
+        what: 'checkout (tsx)',
+      };
+    }
+    const spawnHostWorker = async (attempt = 1): Promise<GuestProcess> => {
+      const t0 = Date.now();
+      const p = await lab.spawnInGuest(command.argv, {
+        ...(command.cwd ? { cwd: command.cwd } : {}),
+        env: command.env,
       });
       try {
         await p.waitForLog(/host worker ready/, 240_000);
+        hostWorkerStarts.push(Date.now() - t0);
       } catch (err) {
         // Node under TCG emulation has been seen to die of SIGSEGV at start-up, rarely (exit 139,
         // empty log): a fault of the emulated CPU, not of our code. Start it once more.
@@ -157,7 +194,9 @@ export async function startLabStack(opts: LabStackOptions): Promise<LabStack> {
     // production): whenever it dies — a crash test's kill -9, or anything else — a new one is
     // started. A death nobody asked for is printed with its exit code and log, so a CI run that
     // loses its worker says why instead of timing out later.
+    const hostWorkerStarts: number[] = [];
     let guestWorker = await spawnHostWorker();
+    console.error(`lab: host worker from the ${command.what}, ready ${hostWorkerStarts[0]} ms after spawn`);
     let hostRestarts = 0;
     let expectedDeaths = 0;
     let supervising = true;

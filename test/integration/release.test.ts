@@ -7,7 +7,8 @@
 // and uninstall behave. It prints the artifact's size and the build, unpack and install times
 // (start-up, built against tsx: bench/startup.ts).
 //
-// RELEASE_ARTIFACT=<tarball> skips the build (to iterate on the installer).
+// RELEASE_ARTIFACT=<tarball> skips the build (to iterate on the installer); RELEASE_BUILD_DIR
+// (scripts/test sets it) shares one build between this file and the lab.
 import { NativeConnection, Worker } from '@temporalio/worker';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
@@ -29,13 +30,13 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
 import { parseEnvFile } from '../../src/config/env-file.js';
+import { fromUnit as unitCommand, releaseArtifact } from '../../src/lab/release.js';
 import { loadConfig } from '../../src/config/index.js';
 import { dropDatabase } from '../../src/db/pool.js';
 import { connectClient } from '../../src/temporal/connection.js';
 import { hostQueue } from '../../src/temporal/task-queues.js';
 import { pollFor, startService, type Service } from './process-helpers.js';
 
-const REPO = fileURLToPath(new URL('../..', import.meta.url));
 const TEMPORAL_ADDRESS = process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233';
 const UNITS = [
   'volume-lifecycle-host-worker.service',
@@ -63,24 +64,11 @@ const inRoot = (p: string) => path.join(sroot, p);
 before(async () => {
   work = await mkdtemp(path.join(tmpdir(), 'vl-release-'));
   temporal = await connectClient({ TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE: 'default' });
-  if (process.env.RELEASE_ARTIFACT) artifact = process.env.RELEASE_ARTIFACT;
-  else {
-    const t0 = Date.now();
-    // --no-typecheck: type errors are the lint job's (scripts/test runs tsc on the whole tree);
-    // --fast: gzip -1, the one difference from a release build.
-    const r = await execa(
-      path.join(REPO, 'scripts/build'),
-      ['--out', path.join(work, 'dist'), '--no-typecheck', '--fast'],
-      {
-        cwd: REPO,
-        reject: false,
-        all: true,
-      },
-    );
-    assert.equal(r.exitCode, 0, `scripts/build failed:\n${r.all}`);
-    artifact = r.stdout.trim().split('\n').pop()!;
-    figures['build (tsc, npm ci --omit=dev, bundle, tarball)'] = `${(ms(t0) / 1000).toFixed(1)} s`;
-  }
+  // One build per test run, shared with the lab (src/lab/release.ts).
+  const built = await releaseArtifact();
+  artifact = built.artifact;
+  if (built.builtMs !== undefined)
+    figures['build (tsc, npm ci --omit=dev, bundle, tarball)'] = `${(built.builtMs / 1000).toFixed(1)} s`;
 });
 
 after(async () => {
@@ -255,24 +243,7 @@ describe('installed into a scratch root', () => {
   });
 
   /** The unit's command line and environment, as systemd would give them. */
-  async function fromUnit(unit: string): Promise<{ argv: string[]; env: NodeJS.ProcessEnv }> {
-    const text = await readFile(inRoot(`usr/local/lib/systemd/system/${unit}`), 'utf8');
-    const value = (key: string) =>
-      [...text.matchAll(new RegExp(`^${key}=(.*)$`, 'gm'))].map((m) => m[1]!.trim());
-    const [execStart] = value('ExecStart');
-    assert.ok(execStart, `${unit} has ExecStart`);
-    assert.doesNotMatch(execStart, /["'$\\]/, 'a plain command line (no quoting or variables to expand)');
-    // Absolute paths of the installed system live in the scratch root.
-    const argv = execStart.split(/\s+/).map((a) => (a.startsWith('/opt/volume-lifecycle/') ? inRoot(a) : a));
-    const env: NodeJS.ProcessEnv = { PATH: process.env.PATH };
-    for (const line of value('Environment'))
-      for (const kv of line.split(/\s+/)) env[kv.slice(0, kv.indexOf('='))] = kv.slice(kv.indexOf('=') + 1);
-    for (const f of value('EnvironmentFile')) {
-      const file = inRoot(f.replace(/^-/, ''));
-      Object.assign(env, parseEnvFile(await readFile(file, 'utf8').catch(() => '')));
-    }
-    return { argv, env };
-  }
+  const fromUnit = (unit: string) => unitCommand(sroot, unit);
 
   const startInstalledHostWorker = async () => {
     const { argv, env } = await fromUnit('volume-lifecycle-host-worker.service');

@@ -5,17 +5,43 @@ import type { SagaProgress } from '../../src/domain/operations.js';
 import { assertConsistent } from '../support/checks.js';
 import { startLabStack, type LabStack } from '../support/lab-stack.js';
 import { crashAtEveryStep } from '../support/crash-cases.js';
+import { killLiveClients, NbdStream } from '../support/nbd-live.js';
+import { DEFAULT_NBDKIT_PID_FILE } from '../../src/nbd/index.js';
 
 /**
  * Durability on real parts: kill -9 of the appliance's host worker mid-correlation, and right
  * after every device step of every saga (test/support/crash-cases.ts); its supervisor starts a
  * new one. The control worker's steps: test/integration/crash-control.test.ts.
+ *
+ * Throughout, a replication stream (libnbd, one connection) writes and reads back another
+ * volume's export: the NBD server outlives every one of those crashes (last test).
  */
 let s: LabStack;
-before(
-  async () => (s = await startLabStack('crash', { correlationTimeoutMs: 90_000, controlWorker: 'process' })),
-);
-after(() => s?.close());
+let stream: NbdStream;
+let nbdkitPid: string;
+let restartsBefore = 0;
+const pidOfNbdkit = async () => (await s.lab.runner.run('cat', [DEFAULT_NBDKIT_PID_FILE])).stdout.trim();
+before(async () => {
+  s = await startLabStack('crash', { correlationTimeoutMs: 90_000, controlWorker: 'process' });
+  const r = await (
+    await s.volumes.attach({
+      applianceVmId: s.applianceVmId,
+      volumeId: await s.createVolume(),
+      sourceVmName: 'crashstream',
+      diskKey: 2000,
+    })
+  ).result();
+  nbdkitPid = await pidOfNbdkit();
+  restartsBefore = s.hostWorkerRestarts();
+  // Paced (16 write+read pairs of 64 KiB a second): the emulated guest's CPUs are the crash
+  // cases' too.
+  stream = new NbdStream(s.nbdUri(r.access!.exportName), { opsPerSecond: 16 });
+  await stream.started();
+});
+after(async () => {
+  await killLiveClients();
+  await s?.close();
+});
 
 test('kill -9 of the host worker mid-correlation: the attach still completes, state consistent', async () => {
   const volumeId = await s.createVolume();
@@ -63,3 +89,22 @@ crashAtEveryStep(
   ['attach', 'detach', 'failover', 'failback', 'delete'],
   'host',
 );
+
+test('the replication stream ran error-free through every host worker crash above, on the same nbdkit', async () => {
+  const crashes = s.hostWorkerRestarts() - restartsBefore;
+  const summary = await stream.stop();
+  console.log(
+    `stream through ${crashes} host worker crashes: ${summary.ops} write+read-back ops over ` +
+      `${((summary.endedMs - summary.startedMs) / 1000).toFixed(0)} s, errors ${summary.errors}, ` +
+      `mismatches ${summary.mismatches}, connects ${summary.connects}, longest op ${summary.maxLatMs.toFixed(0)} ms, ` +
+      `blocks verified ${summary.blocksVerified}`,
+  );
+  assert.ok(crashes >= 10, `host worker crashes during the stream: ${crashes}`);
+  assert.deepEqual(summary.firstErrors, []);
+  assert.equal(summary.errors + summary.mismatches + summary.blocksBad, 0);
+  assert.equal(summary.connects, 1);
+  assert.ok(summary.blocksVerified >= 64, `blocks verified: ${summary.blocksVerified}`);
+  // Bound: a worker's start-up in the same emulated guest competes with nbdkit for its CPUs.
+  assert.ok(summary.maxLatMs < 5_000, `no stall of 5 s or more: longest ${summary.maxLatMs.toFixed(0)} ms`);
+  assert.equal(await pidOfNbdkit(), nbdkitPid, 'the same nbdkit served throughout');
+});

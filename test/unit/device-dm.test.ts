@@ -171,7 +171,8 @@ function scripted(answers: Record<string, Answer[]>) {
   return {
     runner,
     calls,
-    mutations: () => calls.filter((c) => /dmsetup (create|reload|resume|remove|clear|suspend)/.test(c)),
+    mutations: () =>
+      calls.filter((c) => /dmsetup (create|reload|resume|remove|clear|suspend)|blockdev --flushbufs/.test(c)),
   };
 }
 const info = (attr = 'L--w', uuid = 'VOLLIFE-vmdisk0', open = 0): Answer => ({
@@ -202,9 +203,11 @@ describe('DeviceMapper decisions on replayed dmsetup answers', () => {
     });
     const out = await new DeviceMapper({ runner: r.runner }).ensureLinear('vmdisk0', '/dev/vdb');
     assert.deepEqual(out, { changed: true, previous: { kind: 'error', sectors: 2097152 } });
+    // The page cache of the old table is dropped after the swap: a held NBD client reads the new one.
     assert.deepEqual(r.mutations(), [
       'dmsetup reload vmdisk0 <<0 2097152 linear 254:16 0',
       'dmsetup resume vmdisk0',
+      'blockdev --flushbufs /dev/mapper/vmdisk0',
     ]);
     assert.ok(r.calls.includes('dmsetup message vmdisk0 0 @cancel_deferred_remove'));
   });
@@ -273,7 +276,11 @@ describe('DeviceMapper decisions on replayed dmsetup answers', () => {
     const dm = () => new DeviceMapper({ runner: r.runner });
     const out = await dm().ensureError('vmdisk0', 2097152);
     assert.deepEqual(out.previous, { kind: 'linear', sectors: 2097152, device: '254:16', offset: 0 });
-    assert.deepEqual(r.mutations(), ['dmsetup reload vmdisk0 <<0 2097152 error', 'dmsetup resume vmdisk0']);
+    assert.deepEqual(r.mutations(), [
+      'dmsetup reload vmdisk0 <<0 2097152 error',
+      'dmsetup resume vmdisk0',
+      'blockdev --flushbufs /dev/mapper/vmdisk0',
+    ]);
     r = scripted({ 'dmsetup info': [info()], 'dmsetup table': [{ stdout: '0 2097152 error \n' }] });
     assert.equal((await dm().ensureError('vmdisk0', 2097152)).changed, false);
     assert.deepEqual(r.mutations(), []);

@@ -24,6 +24,7 @@ const KNOWN = new Set([
   ...SECRET_FILE_VARIABLES.map((v) => `${v}_FILE`),
   'LOG_LEVEL',
   'NODE_ENV',
+  'NODE_OPTIONS', // read by node itself
   'HEALTHCHECK_URL',
 ]);
 
@@ -58,7 +59,7 @@ test('units run launcher services with the env files the installer creates', asy
     const exec = unitValues(text, 'ExecStart')[0]!;
     if (u.includes('nbdkit')) continue;
     const m =
-      /^\/opt\/volume-lifecycle\/current\/node\/bin\/node --enable-source-maps \/opt\/volume-lifecycle\/current\/src\/cli\/service\.js ([a-z-]+)$/.exec(
+      /^\/opt\/volume-lifecycle\/current\/node\/bin\/node \/opt\/volume-lifecycle\/current\/src\/cli\/service\.js ([a-z-]+)$/.exec(
         exec,
       );
     assert.ok(m && services.includes(m[1]!), `${u}: ExecStart runs a launcher service: ${exec}`);
@@ -170,7 +171,7 @@ test('the Dockerfile: multi-stage from the release build, non-root, healthcheck'
   assert.match(df, /scripts\/build --stage \/app --no-node/);
   assert.match(df, /^USER node$/m);
   assert.match(df, /^HEALTHCHECK .*\n\s+CMD \["node", "\/app\/src\/cli\/service\.js", "healthcheck"\]/m);
-  assert.match(df, /^ENTRYPOINT \["node", "--enable-source-maps", "\/app\/src\/cli\/service\.js"\]/m);
+  assert.match(df, /^ENTRYPOINT \["node", "\/app\/src\/cli\/service\.js"\]/m);
   assert.doesNotMatch(df, /tsx/, 'no tsx at run time');
   const ignore = await read('.dockerignore');
   for (const p of ['node_modules', '.data', 'dist'])

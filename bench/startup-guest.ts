@@ -1,0 +1,68 @@
+// Benchmark: the host worker's start-up inside the lab guest (the appliance: QEMU TCG, 2 vCPUs),
+// from the installed release (its unit's command line and env file) against tsx from this
+// checkout, side by side in one boot: runs interleaved, median reported. Start-up = spawn until
+// the worker logs "host worker ready" (bundle-free: the host worker registers no workflows; the
+// connection to Temporal up).
+//
+//   TEMPORAL_ADDRESS=127.0.0.1:7844 node --import tsx bench/startup-guest.ts [runs=3]
+//   (builds the release unless RELEASE_ARTIFACT / RELEASE_BUILD_DIR names one)
+import { randomUUID } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { startLab, type GuestProcess } from '../src/lab/index.js';
+import { installedService } from '../src/lab/release.js';
+
+const REPO = fileURLToPath(new URL('..', import.meta.url));
+const runs = Number(process.argv[2] ?? 3);
+const temporalPort = Number((process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233').split(':').pop());
+
+const lab = await startLab({ temporal: { hostPort: temporalPort } });
+const settings = {
+  TEMPORAL_ADDRESS: lab.guestTemporalAddress!,
+  APPLIANCE_VM_ID: randomUUID(),
+  TASK_QUEUE_PREFIX: `startup-${randomUUID().slice(0, 8)}`,
+  NBD_EXPORTS_DIR: '/run/volume-lifecycle/exports',
+  NBD_MANAGE_SERVER: 'false',
+};
+const installed = await installedService('appliance', 'volume-lifecycle-host-worker.service', settings);
+
+async function startup(argv: string[], env: Record<string, string>, cwd?: string): Promise<number> {
+  const t0 = Date.now();
+  const p: GuestProcess = await lab.spawnInGuest(argv, { env, ...(cwd ? { cwd } : {}) });
+  await p.waitForLog(/host worker ready/, 240_000);
+  const ms = Date.now() - t0;
+  await p.kill('TERM');
+  for (let i = 0; i < 300 && !(await p.status()).exited; i++) await new Promise((r) => setTimeout(r, 100));
+  return ms;
+}
+
+const kinds: Record<string, () => Promise<number>> = {
+  'release (installed unit)': () => startup(installed.argv, installed.env),
+  'release, no source maps': () =>
+    startup(
+      installed.argv.filter((a) => a !== '--enable-source-maps'),
+      installed.env,
+    ),
+  'checkout through tsx': () =>
+    startup(['node', '--import', 'tsx', 'src/worker/host-main.ts'], { ...settings, LOG_LEVEL: 'info' }, REPO),
+};
+const times: Record<string, number[]> = Object.fromEntries(Object.keys(kinds).map((k) => [k, []]));
+try {
+  for (let i = 0; i < runs; i++)
+    for (const [k, run] of Object.entries(kinds)) {
+      times[k]!.push(await run());
+      process.stderr.write('.');
+    }
+} finally {
+  await installed.cleanup();
+  await lab.close();
+}
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const [rel, , tsx] = Object.values(times).map(median) as [number, number, number];
+console.log(
+  `\nhost worker start-up in the lab guest (TCG), spawn → ready (${runs} interleaved runs, median):`,
+);
+for (const [k, xs] of Object.entries(times))
+  console.log(
+    `  ${k.padEnd(26)} ${median(xs).toFixed(0).padStart(6)} ms   [${xs.map((x) => x.toFixed(0)).join(', ')}]`,
+  );
+console.log(`guest start-up: release ${rel} ms, tsx ${tsx} ms, ratio ${(tsx / rel).toFixed(2)}x`);
