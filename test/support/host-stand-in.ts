@@ -78,7 +78,8 @@ export class MemoryDmRunner implements CommandRunner {
       return ok(`fe:${(diskIndex(dev.slice(2)) * 16).toString(16)}:block special file\n`);
     }
     if (file === 'blockdev') {
-      if (args[0] === '--flushbufs') return this.devices.has(path.basename(args[1]!)) ? ok() : fail('No such device');
+      if (args[0] === '--flushbufs')
+        return this.devices.has(path.basename(args[1]!)) ? ok() : fail('No such device');
       const { readFile } = await import('node:fs/promises');
       const dev = path.basename(args[args.length - 1]!);
       return ok(await readFile(path.join(this.sys, 'block', dev, 'size'), 'utf8'));
