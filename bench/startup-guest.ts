@@ -37,11 +37,8 @@ async function startup(argv: string[], env: Record<string, string>, cwd?: string
 
 const kinds: Record<string, () => Promise<number>> = {
   'release (installed unit)': () => startup(installed.argv, installed.env),
-  'release, no source maps': () =>
-    startup(
-      installed.argv.filter((a) => a !== '--enable-source-maps'),
-      installed.env,
-    ),
+  'release + source maps': () =>
+    startup(installed.argv, { ...installed.env, NODE_OPTIONS: '--enable-source-maps' }),
   'checkout through tsx': () =>
     startup(['node', '--import', 'tsx', 'src/worker/host-main.ts'], { ...settings, LOG_LEVEL: 'info' }, REPO),
 };

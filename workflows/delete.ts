@@ -1,4 +1,4 @@
-import { CancellationScope } from '@temporalio/workflow';
+import { CancellationScope, isCancellation, patched } from '@temporalio/workflow';
 import type { DeleteInput, OperationResult } from '../src/domain/operations.js';
 import { diskSerialFor } from '../src/cloudstack/serial.js';
 import { activitiesFor } from './proxies.js';
@@ -81,7 +81,22 @@ export async function deleteVolume(input: DeleteInput): Promise<OperationResult>
       );
     }
 
-    if (volume) await saga.step('cloudstack-delete', () => control.csDelete({ volumeId: input.volumeId }));
+    if (volume) {
+      try {
+        await saga.step('cloudstack-delete', () => control.csDelete({ volumeId: input.volumeId }));
+      } catch (err) {
+        // The delete may be done although the step failed (the job finished, its reply was
+        // lost): CloudStack says. Gone → the pivot is passed, finish forward; undoing the steps
+        // before it would only fail against a volume that no longer exists.
+        // (patched: a delete that failed there under the previous release compensated.)
+        if (
+          isCancellation(err) ||
+          !patched('delete-asks-cloudstack-after-failed-delete') ||
+          (await control.csGetVolume(input.volumeId))
+        )
+          throw err;
+      }
+    }
     // The pivot: the CloudStack delete or, for a volume CloudStack no longer has, removing its
     // rows. A cancel is too late from here: the delete is finished forward, never half-left.
     saga.pivot();
