@@ -10,6 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { startLab, type GuestProcess } from '../src/lab/index.js';
 import { installedService } from '../src/lab/release.js';
+import { interleaved, median, printTimes } from './interleaved.js';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 const runs = Number(process.argv[2] ?? 3);
@@ -42,24 +43,13 @@ const kinds: Record<string, () => Promise<number>> = {
   'checkout through tsx': () =>
     startup(['node', '--import', 'tsx', 'src/worker/host-main.ts'], { ...settings, LOG_LEVEL: 'info' }, REPO),
 };
-const times: Record<string, number[]> = Object.fromEntries(Object.keys(kinds).map((k) => [k, []]));
-try {
-  for (let i = 0; i < runs; i++)
-    for (const [k, run] of Object.entries(kinds)) {
-      times[k]!.push(await run());
-      process.stderr.write('.');
-    }
-} finally {
+const times = await interleaved(kinds, runs).finally(async () => {
   await installed.cleanup();
   await lab.close();
-}
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-const [rel, , tsx] = Object.values(times).map(median) as [number, number, number];
-console.log(
-  `\nhost worker start-up in the lab guest (TCG), spawn → ready (${runs} interleaved runs, median):`,
+});
+printTimes(
+  `host worker start-up in the lab guest (TCG), spawn → ready (${runs} interleaved runs, median):`,
+  times,
 );
-for (const [k, xs] of Object.entries(times))
-  console.log(
-    `  ${k.padEnd(26)} ${median(xs).toFixed(0).padStart(6)} ms   [${xs.map((x) => x.toFixed(0)).join(', ')}]`,
-  );
+const [rel, , tsx] = Object.values(times).map(median) as [number, number, number];
 console.log(`guest start-up: release ${rel} ms, tsx ${tsx} ms, ratio ${(tsx / rel).toFixed(2)}x`);

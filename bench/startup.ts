@@ -12,6 +12,7 @@ import { createInterface } from 'node:readline';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freshDatabase } from '../test/support/db.js';
+import { interleaved, printTimes } from './interleaved.js';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 const [releaseDir, runsArg] = process.argv.slice(2);
@@ -82,19 +83,5 @@ const kinds = {
       'control worker ready',
     ),
 };
-const times: Record<string, number[]> = Object.fromEntries(Object.keys(kinds).map((k) => [k, []]));
-try {
-  for (let i = 0; i < runs; i++)
-    for (const [k, run] of Object.entries(kinds)) {
-      times[k]!.push(await run());
-      process.stderr.write('.');
-    }
-} finally {
-  await db.close();
-}
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-console.log(`\nworker start-up, spawn → ready (${runs} interleaved runs each, median; all runs in ms):`);
-for (const [k, xs] of Object.entries(times))
-  console.log(
-    `  ${k.padEnd(26)} ${median(xs).toFixed(0).padStart(6)} ms   [${xs.map((x) => x.toFixed(0)).join(', ')}]`,
-  );
+const times = await interleaved(kinds, runs).finally(() => db.close());
+printTimes(`worker start-up, spawn → ready (${runs} interleaved runs each, median; all runs in ms):`, times);

@@ -2,11 +2,10 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { getMapping } from '../../src/db/mappings.js';
 import type { SagaProgress } from '../../src/domain/operations.js';
-import { assertConsistent } from '../support/checks.js';
+import { assertConsistent, nbdkitPid } from '../support/checks.js';
 import { startLabStack, type LabStack } from '../support/lab-stack.js';
 import { crashAtEveryStep } from '../support/crash-cases.js';
 import { killLiveClients, NbdStream } from '../support/nbd-live.js';
-import { DEFAULT_NBDKIT_PID_FILE } from '../../src/nbd/index.js';
 
 /**
  * Durability on real parts: kill -9 of the appliance's host worker mid-correlation, and right
@@ -18,9 +17,8 @@ import { DEFAULT_NBDKIT_PID_FILE } from '../../src/nbd/index.js';
  */
 let s: LabStack;
 let stream: NbdStream;
-let nbdkitPid: string;
+let nbdkitAtStart: number;
 let restartsBefore = 0;
-const pidOfNbdkit = async () => (await s.lab.runner.run('cat', [DEFAULT_NBDKIT_PID_FILE])).stdout.trim();
 before(async () => {
   s = await startLabStack('crash', { correlationTimeoutMs: 90_000, controlWorker: 'process' });
   const r = await (
@@ -31,7 +29,7 @@ before(async () => {
       diskKey: 2000,
     })
   ).result();
-  nbdkitPid = await pidOfNbdkit();
+  nbdkitAtStart = await nbdkitPid(s);
   restartsBefore = s.hostWorkerRestarts();
   // Paced (16 write+read pairs of 64 KiB a second): the emulated guest's CPUs are the crash
   // cases' too.
@@ -106,5 +104,5 @@ test('the replication stream ran error-free through every host worker crash abov
   assert.ok(summary.blocksVerified >= 64, `blocks verified: ${summary.blocksVerified}`);
   // Bound: a worker's start-up in the same emulated guest competes with nbdkit for its CPUs.
   assert.ok(summary.maxLatMs < 5_000, `no stall of 5 s or more: longest ${summary.maxLatMs.toFixed(0)} ms`);
-  assert.equal(await pidOfNbdkit(), nbdkitPid, 'the same nbdkit served throughout');
+  assert.equal(await nbdkitPid(s), nbdkitAtStart, 'the same nbdkit served throughout');
 });

@@ -7,11 +7,11 @@ import { listReconcileFindings } from '../../src/db/reconcile.js';
 import { qemuDeviceIdFor } from '../../src/lab/index.js';
 import { GUEST_EXPORTS_DIR } from '../../src/lab/stack.js';
 import { DEFAULT_NBDKIT_PID_FILE } from '../../src/nbd/index.js';
-import { commandOf, isAlive, parsePid } from '../../src/nbd/process.js';
+import { isAlive } from '../../src/nbd/process.js';
 import { DRIFT_KINDS, type DriftKind } from '../../src/reconcile/drift.js';
 import { reconcileNow } from '../../src/reconcile/schedule.js';
 import type { ReconcileResult } from '../../workflows/reconcile.js';
-import { assertConsistent, qemuIo } from '../support/checks.js';
+import { assertConsistent, nbdkitPid as nbdkitPidOf, qemuIo } from '../support/checks.js';
 import { startLabStack, type LabStack } from '../support/lab-stack.js';
 
 /**
@@ -121,12 +121,7 @@ const READ_OK = /read 4096\/4096 bytes/;
 
 // --- the NBD server (nbdkit, started by the host worker's supervisor) --------------------------
 
-async function nbdkitPid(pidFile: string): Promise<number> {
-  const pid = parsePid(await guest('cat', [pidFile]));
-  assert.ok(pid, `a pid in ${pidFile}`);
-  assert.equal(await commandOf(s.lab.runner, pid), 'nbdkit', `${pidFile} names a running nbdkit`);
-  return pid;
-}
+const nbdkitPid = (pidFile: string) => nbdkitPidOf(s, pidFile);
 
 /** Stop one nbdkit by its PID (never by name), and wait until it is gone and the port is closed. */
 async function stopNbdkit(pid: number): Promise<void> {

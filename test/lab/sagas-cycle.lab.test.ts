@@ -2,11 +2,9 @@ import assert from 'node:assert/strict';
 import { open } from 'node:fs/promises';
 import { after, before, test } from 'node:test';
 import { getMapping } from '../../src/db/mappings.js';
-import { DEFAULT_NBDKIT_PID_FILE } from '../../src/nbd/index.js';
-import { parsePid } from '../../src/nbd/process.js';
 import { reconcileNow } from '../../src/reconcile/schedule.js';
 import { listOperations, listSteps } from '../../src/db/operations.js';
-import { assertConsistent, qemuIo } from '../support/checks.js';
+import { assertConsistent, nbdkitPid, qemuIo } from '../support/checks.js';
 import { recordHistory } from '../support/histories.js';
 import { startLabStack, type LabStack } from '../support/lab-stack.js';
 import {
@@ -223,13 +221,6 @@ async function attach(vm: string) {
   return { ...r.access!, volumeId, diskKey: key };
 }
 
-async function nbdkitPid(): Promise<number> {
-  const r = await s.lab.runner.run('cat', [DEFAULT_NBDKIT_PID_FILE]);
-  const pid = parsePid(r.stdout);
-  assert.ok(pid, `nbdkit's pid file ${DEFAULT_NBDKIT_PID_FILE}`);
-  return pid;
-}
-
 /** Bytes/s of the stream's ticks inside [from, to]. */
 function throughput(ticks: StreamTick[], from: number, to: number): number {
   const inside = ticks.filter((t) => t.t > from && t.t <= to);
@@ -240,7 +231,7 @@ const mib = (bps: number) => (bps / 2 ** 20).toFixed(2);
 
 test("a live stream on A's export stays error-free and verified while B goes through every saga and a repair", async () => {
   const a = await attach('livea');
-  const nbdkit = await nbdkitPid();
+  const nbdkit = await nbdkitPid(s);
   const stream = new NbdStream(s.nbdUri(a.exportName));
   await stream.started();
 
@@ -316,7 +307,7 @@ test("a live stream on A's export stays error-free and verified while B goes thr
     assert.ok(throughput(ticks, e.from, e.to) > 0, `the stream moved data during "${e.name}"`);
   }
   assert.equal(
-    await nbdkitPid(),
+    await nbdkitPid(s),
     nbdkit,
     'the same nbdkit process served throughout (it outlives the host worker)',
   );

@@ -2,7 +2,17 @@ import assert from 'node:assert/strict';
 import { execa } from 'execa';
 import { listExports as dbExports } from '../../src/db/exports.js';
 import { listMappings } from '../../src/db/mappings.js';
+import { DEFAULT_NBDKIT_PID_FILE } from '../../src/nbd/index.js';
+import { commandOf, parsePid } from '../../src/nbd/process.js';
 import type { LabStack } from './lab-stack.js';
+
+/** The PID in the guest's nbdkit pid file, asserted to be a running nbdkit. */
+export async function nbdkitPid(s: LabStack, pidFile = DEFAULT_NBDKIT_PID_FILE): Promise<number> {
+  const pid = parsePid(await s.lab.execOk(['cat', pidFile], { timeoutMs: 60_000 }));
+  assert.ok(pid, `a pid in ${pidFile}`);
+  assert.equal(await commandOf(s.lab.runner, pid), 'nbdkit', `${pidFile} names a running nbdkit`);
+  return pid;
+}
 
 /** Run qemu-io against an export (a real NBD client); returns its combined output. */
 export async function qemuIo(uri: string, command: string): Promise<string> {
