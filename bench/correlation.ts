@@ -30,7 +30,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { diskSerialFor } from '../src/cloudstack/serial.js';
-import { QmpHypervisor, startLab } from '../src/lab/index.js';
+import { QmpHypervisor, startLab } from '../harness/lab/index.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const rounds = Number(process.argv[2] ?? process.env.BENCH_ROUNDS ?? 15);

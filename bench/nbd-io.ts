@@ -31,7 +31,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { diskSerialFor } from '../src/cloudstack/serial.js';
 import { DeviceMapper } from '../src/device/devicemapper.js';
-import { QmpHypervisor, startLab, type Lab } from '../src/lab/index.js';
+import { QmpHypervisor, startLab, type Lab } from '../harness/lab/index.js';
 import type { EntryKind, ExportFs } from '../src/nbd/fs.js';
 import { NbdkitDirBackend, NbdkitSupervisor } from '../src/nbd/nbdkit-dir.js';
 

@@ -7,7 +7,7 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { createControlActivities } from '../activities/control/index.js';
 import { CloudStackClient } from '../src/cloudstack/client.js';
 import { diskSerialFor } from '../src/cloudstack/serial.js';
-import { startSimulator } from '../src/cloudstack-sim/index.js';
+import { startSimulator } from '../harness/cloudstack-sim/index.js';
 import { loadConfig } from '../src/config/index.js';
 import { migrateUp } from '../src/db/migrator.js';
 import { createPool, dropDatabase, ensureDatabase } from '../src/db/pool.js';

@@ -36,7 +36,7 @@ import { createHostActivities } from '../activities/host/index.js';
 import { VolumeLifecycleClient } from '../src/client/index.js';
 import { CloudStackClient } from '../src/cloudstack/client.js';
 import { diskSerialFor } from '../src/cloudstack/serial.js';
-import { startSimulator } from '../src/cloudstack-sim/index.js';
+import { startSimulator } from '../harness/cloudstack-sim/index.js';
 import { loadConfig } from '../src/config/index.js';
 import { SysfsCorrelator } from '../src/device/correlation.js';
 import { DeviceMapper } from '../src/device/devicemapper.js';

@@ -8,8 +8,8 @@
 //   (builds the release unless RELEASE_ARTIFACT / RELEASE_BUILD_DIR names one)
 import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { startLab, type GuestProcess } from '../src/lab/index.js';
-import { installedService } from '../src/lab/release.js';
+import { startLab, type GuestProcess } from '../harness/lab/index.js';
+import { installedService } from '../harness/lab/release.js';
 import { interleaved, median, printTimes } from './interleaved.js';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));

@@ -15,10 +15,10 @@ import {
   OPERATION_STATUSES,
   OPERATION_TYPES,
 } from '../../src/domain/operations.js';
-import { targetPathSchema } from '../../src/nbd/validation.js';
+import { targetPathSchema } from '../../src/domain/paths.js';
 import { computeDrift, type DesiredVolume, type Finding } from '../../src/reconcile/drift.js';
 import { unpackInventory, type PackedInventory } from '../../src/reconcile/inventory-codec.js';
-import { heartbeatWith } from '../../src/worker/heartbeat.js';
+import { heartbeatWith } from '../heartbeat.js';
 import { permanent, withClassification } from '../failures.js';
 
 export interface ControlDeps {

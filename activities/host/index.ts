@@ -9,10 +9,11 @@ import {
   type ResolvedDevice,
 } from '../../src/device/types.js';
 import type { ExportBackend, ProbeResult } from '../../src/nbd/types.js';
-import { exportSpecSchema, targetPathSchema } from '../../src/nbd/validation.js';
+import { targetPathSchema } from '../../src/domain/paths.js';
+import { exportSpecSchema } from '../../src/nbd/validation.js';
 import { packInventory, type PackedInventory } from '../../src/reconcile/inventory-codec.js';
 import { persistentNameSchema, exportNameSchema } from '../../src/domain/naming.js';
-import { heartbeatWith } from '../../src/worker/heartbeat.js';
+import { heartbeatWith } from '../heartbeat.js';
 import { withClassification } from '../failures.js';
 import { HostLock } from './lock.js';
 

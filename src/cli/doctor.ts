@@ -14,7 +14,7 @@ import { ConfigError, loadConfig, type AppConfig } from '../config/index.js';
 import { dbPoolTlsOptions, SECRET_FILE_VARIABLES } from '../config/production.js';
 import { migrations } from '../db/migrations/index.js';
 import { createPool } from '../db/pool.js';
-import { localRunner } from '../device/exec.js';
+import { localRunner } from '../command/runner.js';
 import { listExports } from '../nbd/index.js';
 import { checkTemporalEndpoint, temporalConnectionOptions } from '../temporal/connection.js';
 import { SA, searchAttributeFlags } from '../temporal/search-attributes.js';

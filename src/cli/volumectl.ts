@@ -8,7 +8,6 @@ import {
   VolumeLifecycleClient,
   type OperationHandle,
 } from '../client/index.js';
-import { startSimulator } from '../cloudstack-sim/index.js';
 import { loadConfig } from '../config/index.js';
 import { getExport } from '../db/exports.js';
 import { importOldDatabase } from '../db/import-old.js';
@@ -296,23 +295,6 @@ program
             ? ' — dry run: nothing written; run again with --apply'
             : ' — written; now run: volumectl reconcile'),
       );
-    });
-  });
-
-program
-  .command('sim')
-  .description('start the CloudStack simulator and print its endpoint and keys')
-  .option('--port <port>', 'port', '8080')
-  .action(async (o: { port: string }) => {
-    const { sim, zone, offering, appliance: vm, targets } = await startSimulator({ port: Number(o.port) });
-    out({
-      endpoint: sim.url,
-      apiKey: sim.apiKey,
-      secretKey: sim.secretKey,
-      zoneId: zone.id,
-      diskOfferingId: offering.id,
-      applianceVmId: vm.id,
-      targetVmId: targets[0]!.id,
     });
   });
 

@@ -1,6 +1,6 @@
 import { mapperPathFor, persistentNameSchema } from '../domain/naming.js';
-import type { CommandRunner } from './exec.js';
-import { localRunner } from './exec.js';
+import type { CommandRunner } from '../command/runner.js';
+import { localRunner } from '../command/runner.js';
 import {
   DmBusyError,
   DmConflictError,

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { targetPathSchema } from '../nbd/validation.js';
+import { targetPathSchema } from '../domain/paths.js';
 
 /**
  * Narrow interfaces of the appliance's device layer. Implementations drive real tools

@@ -1,11 +1,12 @@
 import * as path from 'node:path';
 import { z } from 'zod';
-import type { CommandRunner } from '../device/exec.js';
+import type { CommandRunner } from '../command/runner.js';
 import type { Logger } from '../observability/logger.js';
 import type { ExportFs } from './fs.js';
 import { NbdServerBackend, NbdServerSupervisor } from './nbd-server.js';
 import { NbdkitDirBackend, NbdkitSupervisor } from './nbdkit-dir.js';
-import { NbdValidationError, targetPathSchema } from './validation.js';
+import { targetPathSchema } from '../domain/paths.js';
+import { NbdValidationError } from './validation.js';
 
 export * from './types.js';
 export { compareExports, type ExportComparison } from './compare.js';

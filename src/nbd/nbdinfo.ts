@@ -1,4 +1,4 @@
-import type { CommandRunner } from '../device/exec.js';
+import type { CommandRunner } from '../command/runner.js';
 import type { ProbeResult, ServedExport } from './types.js';
 
 /**

@@ -1,6 +1,6 @@
 import * as path from 'node:path';
-import type { CommandRunner } from '../device/exec.js';
-import { localRunner } from '../device/exec.js';
+import type { CommandRunner } from '../command/runner.js';
+import { localRunner } from '../command/runner.js';
 import { exportNameSchema } from '../domain/naming.js';
 import type { Logger } from '../observability/logger.js';
 import { localFs, type ExportFs } from './fs.js';

@@ -1,4 +1,4 @@
-import type { CommandRunner } from '../device/exec.js';
+import type { CommandRunner } from '../command/runner.js';
 
 /**
  * Process control for daemonized NBD servers, all through a CommandRunner (argv arrays) so the

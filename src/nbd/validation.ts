@@ -1,6 +1,6 @@
-import * as path from 'node:path';
 import { z } from 'zod';
 import { exportNameSchema } from '../domain/naming.js';
+import { targetPathSchema } from '../domain/paths.js';
 import type { ExportSpec } from './types.js';
 
 /**
@@ -12,18 +12,6 @@ import type { ExportSpec } from './types.js';
  * alphabet: GLib unescapes `\` sequences in values and strips leading/trailing blanks, and a
  * newline would start a new key.
  */
-export const TARGET_PATH_MAX = 1024;
-
-export const targetPathSchema = z
-  .string()
-  .max(TARGET_PATH_MAX, `must be at most ${TARGET_PATH_MAX} characters`)
-  .regex(/^\/[A-Za-z0-9._+@:/-]*$/, 'must be an absolute path of letters, digits and . _ + @ : / -')
-  .refine((p) => !p.split('/').includes('..'), 'must not contain a ".." component')
-  .refine(
-    (p) => path.posix.normalize(p) === p && (p === '/' || !p.endsWith('/')),
-    'must be a normalised path',
-  );
-
 export const exportSpecSchema = z.object({
   exportName: exportNameSchema,
   targetPath: targetPathSchema,

@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { Context } from '@temporalio/activity';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import type { ActivityInterceptorsFactory } from '@temporalio/worker';
-import type { CommandRunner } from '../device/exec.js';
+import type { CommandRunner } from '../command/runner.js';
 import { z } from 'zod';
 
 /**

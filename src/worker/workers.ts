@@ -9,7 +9,7 @@ import { buildInfo } from '../config/build-info.js';
 import { controlQueue, hostQueue } from '../temporal/task-queues.js';
 import { workflowBundle } from './bundle.js';
 import { failpointInterceptor } from './failpoints.js';
-import { heartbeatWhileRunning } from './heartbeat.js';
+import { heartbeatWhileRunning } from '../../activities/heartbeat.js';
 
 export interface WorkerOptions {
   connection: NativeConnection;

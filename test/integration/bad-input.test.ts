@@ -14,7 +14,7 @@ import { buildApi } from '../../src/api/server.js';
 import { InvalidRequestError, VolumeLifecycleClient } from '../../src/client/index.js';
 import type { CloudStackApi } from '../../src/cloudstack/types.js';
 import { DeviceMapper } from '../../src/device/devicemapper.js';
-import type { CommandRunner } from '../../src/device/exec.js';
+import type { CommandRunner } from '../../src/command/runner.js';
 import type { DeviceCorrelator } from '../../src/device/types.js';
 import type { ExportFs } from '../../src/nbd/fs.js';
 import { NbdkitDirBackend } from '../../src/nbd/nbdkit-dir.js';

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
-import { startSimulator, type RunningSimulator } from '../../src/cloudstack-sim/index.js';
+import { startSimulator, type RunningSimulator } from '../../harness/cloudstack-sim/index.js';
 
 async function findOnPath(name: string): Promise<string | undefined> {
   for (const dir of (process.env.PATH ?? '').split(path.delimiter).filter(Boolean)) {

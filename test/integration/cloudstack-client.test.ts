@@ -8,7 +8,7 @@ import {
   CloudStackVmNotFoundError,
 } from '../../src/cloudstack/errors.js';
 import { signedQuery } from '../../src/cloudstack/signing.js';
-import { startSimulator } from '../../src/cloudstack-sim/index.js';
+import { startSimulator } from '../../harness/cloudstack-sim/index.js';
 
 let env: Awaited<ReturnType<typeof startSimulator>>;
 let cs: CloudStackClient;

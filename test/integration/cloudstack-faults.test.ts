@@ -9,8 +9,8 @@ import {
   CloudStackNetworkError,
   CloudStackNotFoundError,
 } from '../../src/cloudstack/errors.js';
-import { InMemoryHypervisor } from '../../src/cloudstack-sim/hypervisor.js';
-import { startSimulator, type RunningSimulator } from '../../src/cloudstack-sim/index.js';
+import { InMemoryHypervisor } from '../../harness/cloudstack-sim/hypervisor.js';
+import { startSimulator, type RunningSimulator } from '../../harness/cloudstack-sim/index.js';
 import { GatedHypervisor, raw } from './cloudstack-helpers.js';
 
 let env: RunningSimulator;

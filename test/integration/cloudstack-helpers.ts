@@ -5,7 +5,7 @@ import type {
   HypervisorAttach,
   HypervisorBackend,
   HypervisorDetach,
-} from '../../src/cloudstack-sim/hypervisor.js';
+} from '../../harness/cloudstack-sim/hypervisor.js';
 
 export interface RawReply {
   status: number;

@@ -3,7 +3,7 @@
 // Requests are made raw (not through our client) so every byte the simulator returns is seen.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { startSimulator, type RunningSimulator } from '../../src/cloudstack-sim/index.js';
+import { startSimulator, type RunningSimulator } from '../../harness/cloudstack-sim/index.js';
 import { raw } from './cloudstack-helpers.js';
 
 // The published vectors use a fixed expires (2030-01-01): they are valid until then.

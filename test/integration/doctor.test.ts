@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
 import { runDoctor, type Check } from '../../src/cli/doctor.js';
-import { startSimulator, type RunningSimulator } from '../../src/cloudstack-sim/index.js';
+import { startSimulator, type RunningSimulator } from '../../harness/cloudstack-sim/index.js';
 import { freshDatabase } from '../support/db.js';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));

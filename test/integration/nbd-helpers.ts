@@ -3,7 +3,7 @@ import * as fsp from 'node:fs/promises';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { localRunner } from '../../src/device/exec.js';
+import { localRunner } from '../../src/command/runner.js';
 
 /** Shared helpers for the NBD integration tests (real servers on 127.0.0.1, temp dirs). */
 

@@ -5,7 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import type { NbdkitSupervisor } from '../../src/nbd/index.js';
 import { compareExports, createExportBackend, NbdkitDirBackend } from '../../src/nbd/index.js';
 import { isAlive } from '../../src/nbd/process.js';
-import { localRunner } from '../../src/device/exec.js';
+import { localRunner } from '../../src/command/runner.js';
 import { freePort, head16, HeldClient, missingTool, nbdcopy, sparseFile, tempDir } from './nbd-helpers.js';
 
 /**

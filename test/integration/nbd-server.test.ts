@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { localRunner } from '../../src/device/exec.js';
+import { localRunner } from '../../src/command/runner.js';
 import type { NbdServerSupervisor } from '../../src/nbd/index.js';
 import {
   createExportBackend,

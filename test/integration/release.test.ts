@@ -30,7 +30,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
 import { parseEnvFile } from '../../src/config/env-file.js';
-import { fromUnit as unitCommand, releaseArtifact } from '../../src/lab/release.js';
+import { fromUnit as unitCommand, releaseArtifact } from '../../harness/lab/release.js';
 import { loadConfig } from '../../src/config/index.js';
 import { dropDatabase } from '../../src/db/pool.js';
 import { connectClient } from '../../src/temporal/connection.js';
@@ -64,7 +64,7 @@ const inRoot = (p: string) => path.join(sroot, p);
 before(async () => {
   work = await mkdtemp(path.join(tmpdir(), 'vl-release-'));
   temporal = await connectClient({ TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE: 'default' });
-  // One build per test run, shared with the lab (src/lab/release.ts).
+  // One build per test run, shared with the lab (harness/lab/release.ts).
   const built = await releaseArtifact();
   artifact = built.artifact;
   if (built.builtMs !== undefined)

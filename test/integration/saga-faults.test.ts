@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import mysql from 'mysql2/promise';
 import { loadConfig } from '../../src/config/index.js';
-import type { FaultInput } from '../../src/cloudstack-sim/index.js';
+import type { FaultInput } from '../../harness/cloudstack-sim/index.js';
 import { assertCompletedState, auditOf, outcome } from '../support/saga-state.js';
 import type { Saga } from '../support/saga-steps.js';
 import { startStandinStack, type StandinStack } from '../support/standin-stack.js';

@@ -9,10 +9,10 @@ import { mkdtemp, open, rm, truncate } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { startLab, type GuestProcess, type Lab } from '../../src/lab/index.js';
+import { startLab, type GuestProcess, type Lab } from '../../harness/lab/index.js';
 import { DeviceMapper } from '../../src/device/devicemapper.js';
 import { DmInvalidTableError, DmPermissionError } from '../../src/device/dm-errors.js';
-import type { CommandRunner } from '../../src/device/exec.js';
+import type { CommandRunner } from '../../src/command/runner.js';
 
 const SECTORS = 32768; // 16 MiB loop files
 const SERIAL = '5c0ffee0d15c0000aa11';

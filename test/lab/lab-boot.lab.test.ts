@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, open, readFile, rm, truncate } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { startLab, type Lab } from '../../src/lab/index.js';
+import { startLab, type Lab } from '../../harness/lab/index.js';
 
 const SERIAL = '8a4f3a2e1c2b4d5e9f60';
 

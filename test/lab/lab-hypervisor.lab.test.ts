@@ -10,8 +10,8 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { diskSerialFor } from '../../src/cloudstack/serial.js';
-import { startLab, type Lab } from '../../src/lab/index.js';
-import { FileTargetHypervisor, QmpHypervisor, RoutingHypervisor } from '../../src/lab/qmp-hypervisor.js';
+import { startLab, type Lab } from '../../harness/lab/index.js';
+import { FileTargetHypervisor, QmpHypervisor, RoutingHypervisor } from '../../harness/lab/qmp-hypervisor.js';
 
 const APPLIANCE = '11111111-2222-4333-8444-555555555555';
 const TARGET = '99999999-8888-4777-8666-555555555555';

@@ -4,7 +4,7 @@ import { after, before, test } from 'node:test';
 import { getMapping } from '../../src/db/mappings.js';
 import type { DriftKind } from '../../src/reconcile/drift.js';
 import { reconcileNow } from '../../src/reconcile/schedule.js';
-import { GUEST_EXPORTS_DIR } from '../../src/lab/stack.js';
+import { GUEST_EXPORTS_DIR } from '../../harness/lab/stack.js';
 import type { ReconcileResult } from '../../workflows/reconcile.js';
 import { assertConsistent } from '../support/checks.js';
 import { recordHistory } from '../support/histories.js';

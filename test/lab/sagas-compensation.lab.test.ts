@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { SagaProgress } from '../../src/domain/operations.js';
-import { GUEST_EXPORTS_DIR } from '../../src/lab/stack.js';
+import { GUEST_EXPORTS_DIR } from '../../harness/lab/stack.js';
 import { DEFAULT_NBDKIT_PID_FILE } from '../../src/nbd/index.js';
 import { commandOf, isAlive, parsePid } from '../../src/nbd/process.js';
 import { assertConsistent } from '../support/checks.js';

@@ -1,7 +1,7 @@
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { HypervisorBackend } from '../../src/cloudstack-sim/index.js';
-import type { CommandRunner } from '../../src/device/exec.js';
+import type { HypervisorBackend } from '../../harness/cloudstack-sim/index.js';
+import type { CommandRunner } from '../../src/command/runner.js';
 
 /**
  * Stand-ins for what this host's kernel lacks (no device-mapper here), for the benchmark and the

@@ -1,4 +1,4 @@
-import { startLabStack as start, type LabStack } from '../../src/lab/stack.js';
+import { startLabStack as start, type LabStack } from '../../harness/lab/stack.js';
 import { freshDatabase } from './db.js';
 
 export type { LabStack };

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { parseExpires } from '../../src/cloudstack-sim/expires.js';
-import { FaultInjector } from '../../src/cloudstack-sim/faults.js';
-import { csDate, SimState, type SimJob } from '../../src/cloudstack-sim/state.js';
+import { parseExpires } from '../../harness/cloudstack-sim/expires.js';
+import { FaultInjector } from '../../harness/cloudstack-sim/faults.js';
+import { csDate, SimState, type SimJob } from '../../harness/cloudstack-sim/state.js';
 
 test('device ids: ROOT 0, then 1, 2, 4, 5 … (3 is the CD-ROM), freed ids reused (§3, fact 9)', () => {
   const s = new SimState();

@@ -25,7 +25,7 @@ import {
   sameTable,
 } from '../../src/device/dm-parse.js';
 import { DeviceMapper } from '../../src/device/devicemapper.js';
-import type { CommandResult, CommandRunner } from '../../src/device/exec.js';
+import type { CommandResult, CommandRunner } from '../../src/command/runner.js';
 
 /** Real dmsetup answers (stdout/stderr exactly as printed). */
 const REAL = {

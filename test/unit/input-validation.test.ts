@@ -11,7 +11,7 @@ import { classify } from '../../activities/failures.js';
 import { buildApi } from '../../src/api/server.js';
 import { DmInvalidTableError } from '../../src/device/dm-errors.js';
 import { DeviceMapper } from '../../src/device/devicemapper.js';
-import type { CommandRunner } from '../../src/device/exec.js';
+import type { CommandRunner } from '../../src/command/runner.js';
 import { devicePathSchema, dmTableSchema, type DmTable } from '../../src/device/types.js';
 import { diskIndexFromKey } from '../../src/domain/naming.js';
 import { attachRequest, diskIndex, diskKey } from '../../src/domain/operations.js';

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { CommandRunner } from '../../src/device/exec.js';
+import type { CommandRunner } from '../../src/command/runner.js';
 import { classifyProbeError, listExports, nbdUri, probeExport } from '../../src/nbd/nbdinfo.js';
 
 /** Message texts as printed by nbdinfo 1.14 / qemu-img 7.2 (docs/nbd-servers.md, "What clients print"). */

@@ -14,7 +14,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import type { CommandResult } from '../device/exec.js';
+import type { CommandResult } from '../../src/command/runner.js';
 import {
   GUEST_BUSYBOX,
   GUEST_SPAWN_HELPER,

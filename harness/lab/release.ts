@@ -4,7 +4,7 @@ import { mkdir, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseEnvFile } from '../config/env-file.js';
+import { parseEnvFile } from '../../src/config/env-file.js';
 
 /**
  * The release as an appliance gets it, for the tests that run it (release.test.ts, the lab):

@@ -12,7 +12,7 @@
  * Volumes are sparse files `<dir>/<volumeId>.img`, created with the volume's size on first attach
  * and shared by all backends over the same dir.
  *
- * The shapes match `HypervisorBackend` of src/cloudstack-sim/hypervisor.ts (structurally).
+ * The shapes match `HypervisorBackend` of harness/cloudstack-sim/hypervisor.ts (structurally).
  */
 import { existsSync } from 'node:fs';
 import { mkdir, open, stat, truncate } from 'node:fs/promises';

@@ -1,7 +1,7 @@
 import { randomUUID, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { sign } from '../cloudstack/signing.js';
+import { sign } from '../../src/cloudstack/signing.js';
 import { parseExpires } from './expires.js';
 import { FaultInjector, type Fault } from './faults.js';
 import { InMemoryHypervisor, type HypervisorBackend } from './hypervisor.js';

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { diskSerialFor } from '../cloudstack/serial.js';
+import { diskSerialFor } from '../../src/cloudstack/serial.js';
 
 /** CloudStack's objects as the simulator keeps them (VolumeVO / UserVmVO, trimmed). */
 export interface SimZone {

@@ -6,16 +6,16 @@ import { fileURLToPath } from 'node:url';
 import { NativeConnection, type Worker } from '@temporalio/worker';
 import { execa, type ResultPromise } from 'execa';
 import type { Pool } from 'mysql2/promise';
-import { VolumeLifecycleClient } from '../client/index.js';
-import { CloudStackClient } from '../cloudstack/client.js';
+import { VolumeLifecycleClient } from '../../src/client/index.js';
+import { CloudStackClient } from '../../src/cloudstack/client.js';
 import { startSimulator, type HypervisorBackend } from '../cloudstack-sim/index.js';
-import { localRunner } from '../device/exec.js';
-import { listExports } from '../nbd/nbdinfo.js';
+import { localRunner } from '../../src/command/runner.js';
+import { listExports } from '../../src/nbd/nbdinfo.js';
 import { installedService } from './release.js';
 import { FileTargetHypervisor, QmpHypervisor, startLab, type GuestProcess, type Lab } from './index.js';
-import { connectClient } from '../temporal/connection.js';
-import { Failpoints } from '../worker/failpoints.js';
-import { createControlWorker } from '../worker/workers.js';
+import { connectClient } from '../../src/temporal/connection.js';
+import { Failpoints } from '../../src/worker/failpoints.js';
+import { createControlWorker } from '../../src/worker/workers.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 

@@ -1,4 +1,4 @@
-// `npx tsx src/cloudstack-sim/main.ts [--port 8080] [--job-ms 50] [--data-disk-limit 32]
+// `npx tsx harness/cloudstack-sim/main.ts [--port 8080] [--job-ms 50] [--data-disk-limit 32]
 // [--custom-disk-max-gb 1024] [--test-endpoints]`: a
 // CloudStack API simulator on 127.0.0.1, seeded with a zone, an appliance VM and a target VM,
 // printing its endpoint and key pair as one JSON line so any CloudStack client can use it.

@@ -1,6 +1,6 @@
 /**
  * What happens on the hypervisor when the simulated CloudStack attaches or detaches a disk. The
- * default records it in memory; the appliance lab hot-plugs real virtio disks (src/lab).
+ * default records it in memory; the appliance lab hot-plugs real virtio disks (harness/lab).
  * A throw fails the job as CloudStack's host failure does (530 "Failed to attach volume …").
  * Backends are chosen per VM (CloudStackSimulator.backendFor / setHypervisor / hypervisorFor),
  * so the appliance VM and the migrated target VMs can each have their own.

@@ -5,7 +5,7 @@
  * guest-sync-delimited (a fresh random id, preceded by a 0xFF byte that resets the agent's parser).
  */
 import { randomInt } from 'node:crypto';
-import type { CommandResult, CommandRunner } from '../device/exec.js';
+import type { CommandResult, CommandRunner } from '../../src/command/runner.js';
 import { JsonLineSocket, type JsonObject } from './jsonsock.js';
 import { GUEST_PATH } from './initramfs.js';
 

@@ -3,10 +3,10 @@
 import { open } from 'node:fs/promises';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { execa } from 'execa';
-import { loadConfig } from '../config/index.js';
-import { listExports as dbExports } from '../db/exports.js';
-import { migrateUp } from '../db/migrator.js';
-import { createPool, dropDatabase, ensureDatabase } from '../db/pool.js';
+import { loadConfig } from '../../src/config/index.js';
+import { listExports as dbExports } from '../../src/db/exports.js';
+import { migrateUp } from '../../src/db/migrator.js';
+import { createPool, dropDatabase, ensureDatabase } from '../../src/db/pool.js';
 import { startLabStack, type LabStack } from '../lab/stack.js';
 
 Runtime.install({ logger: new DefaultLogger('WARN') });
