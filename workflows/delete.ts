@@ -3,7 +3,7 @@ import type { DeleteInput, OperationResult } from '../src/domain/operations.js';
 import { diskSerialFor } from '../src/cloudstack/serial.js';
 import { activitiesFor } from './proxies.js';
 import { Saga } from './saga.js';
-import { EXPORT_PREFIX } from './volume-steps.js';
+import { exportNameOf, mapperPathOf } from '../src/domain/device-names.js';
 
 /**
  * delete: remove export [re-create] → remove dm device [re-create as it was] → detach if
@@ -32,8 +32,8 @@ export async function deleteVolume(input: DeleteInput): Promise<OperationResult>
     if (name) saga.describe({ persistentName: name, vmName: mapping!.sourceVmName });
 
     if (name) {
-      const exportName = EXPORT_PREFIX + name;
-      const mapperPath = `/dev/mapper/${name}`;
+      const exportName = exportNameOf(name);
+      const mapperPath = mapperPathOf(name);
       const configured = await host.hostExportConfigured(exportName);
       await saga.step(
         'remove-export',

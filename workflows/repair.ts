@@ -2,7 +2,7 @@ import type { OperationResult, WorkflowContext } from '../src/domain/operations.
 import { diskSerialFor } from '../src/cloudstack/serial.js';
 import { activitiesFor } from './proxies.js';
 import { permanentFailure, Saga } from './saga.js';
-import { EXPORT_PREFIX } from './volume-steps.js';
+import { ensureExport, errorDevice, mapDevice, recordMapping } from './volume-steps.js';
 
 export interface RepairInput extends WorkflowContext {
   /** What reconciliation saw; the repair re-reads everything and converges anyway. */
@@ -13,7 +13,8 @@ export interface RepairInput extends WorkflowContext {
  * Reconciliation's repair of one volume, run under the volume's own workflow id so it can never
  * run beside a saga. It converges the device layer to what the database says, reading real
  * state first at every step: adopt (name) an old row, dm linear over the device carrying the
- * serial when the volume is on the appliance, error target when it is away, export present.
+ * serial when the volume is on the appliance, error target when it is away, export present —
+ * with the sagas' own steps (volume-steps.ts), so there is one way to make a volume right.
  */
 export async function repairVolume(input: RepairInput): Promise<OperationResult> {
   const acts = activitiesFor(input);
@@ -48,8 +49,6 @@ export async function repairVolume(input: RepairInput): Promise<OperationResult>
     const name = m.persistentName!;
     saga.describe({ persistentName: name, vmName: m.sourceVmName });
     const previous = await host.hostDmTable(name);
-    const undoDm = () =>
-      previous ? host.hostDmEnsureTable({ name, table: previous }) : host.hostDmRemove({ name });
 
     if (m.location === 'appliance') {
       const device = await host.hostFindBySerial(diskSerialFor(input.volumeId));
@@ -59,46 +58,20 @@ export async function repairVolume(input: RepairInput): Promise<OperationResult>
           'DeviceMissing',
         );
       }
-      await saga.step(
-        'dm-map',
-        () => host.hostDmEnsureLinear({ name, devicePath: device.devicePath }),
-        undoDm,
-      );
+      await mapDevice(saga, acts, name, device.devicePath, previous);
       if (m.devicePath !== device.devicePath || m.dmState !== 'linear') {
-        const before = m;
-        await saga.step(
-          'record-mapping',
-          () =>
-            control.dbUpdateMapping({
-              volumeId: input.volumeId,
-              expectedVersion: before.version,
-              operationId: input.operationId,
-              patch: { devicePath: device.devicePath, dmState: 'linear' },
-            }),
-          () => control.dbRestoreMapping({ before, operationId: input.operationId }),
-        );
+        await recordMapping(saga, acts, input, 'record-mapping', m, {
+          devicePath: device.devicePath,
+          dmState: 'linear',
+        });
       }
     } else {
-      await saga.step(
-        'dm-error',
-        () => host.hostDmEnsureError({ name, sectors: Math.floor(m.sizeBytes / 512) }),
-        undoDm,
+      await errorDevice(saga, acts, name, m.sizeBytes, () =>
+        previous ? host.hostDmEnsureTable({ name, table: previous }) : host.hostDmRemove({ name }),
       );
     }
 
-    const exportName = EXPORT_PREFIX + name;
-    const mapperPath = `/dev/mapper/${name}`;
-    await saga.step('ensure-export', async () => {
-      const r = await host.hostExportEnsure({ exportName, targetPath: mapperPath });
-      await control.dbUpsertExport({
-        exportName,
-        volumeId: input.volumeId,
-        targetPath: mapperPath,
-        configPath: r.configPath,
-        backend: r.backend,
-        status: 'active',
-      });
-    });
+    await ensureExport(saga, acts, input, name);
     return result;
   });
 }

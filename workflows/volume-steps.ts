@@ -3,14 +3,15 @@ import type { VolumeAccess, WorkflowContext } from '../src/domain/operations.js'
 import { diskSerialFor } from '../src/cloudstack/serial.js';
 import type { Activities } from './proxies.js';
 import { patched } from '@temporalio/workflow';
+import { exportNameOf, mapperPathOf } from '../src/domain/device-names.js';
 import { permanentFailure, type Saga } from './saga.js';
 
 /**
- * Step sequences shared by several sagas: bringing a volume onto the appliance (attach,
- * failback) and taking it off (detach, failover). Each step: compensation first, then action.
+ * The step library every saga and reconciliation's repair use: single steps (map, error,
+ * record, export) and the sequences built of them, bringing a volume onto the appliance
+ * (attach, failback) and taking it off (detach, failover). Each step: compensation first, then
+ * action. One path to make a volume right, whoever asks.
  */
-
-export const EXPORT_PREFIX = 'migration-vol-';
 
 export function requireName(
   m: MappingRecord | null,
@@ -88,8 +89,7 @@ export async function bringToAppliance(
     }),
   }));
 
-  const exportName = EXPORT_PREFIX + a.name;
-  const mapperPath = `/dev/mapper/${a.name}`;
+  const exportName = exportNameOf(a.name);
   // What the next three steps need to know beforehand, read at once (one round trip instead of
   // four). Runs started before this change read them one by one, where each is used.
   const reads = patched('attach-reads-in-parallel')
@@ -100,56 +100,26 @@ export async function bringToAppliance(
         control.dbGetExport(ctx.volumeId),
       ])
     : undefined;
-  const previousTable = reads ? reads[0] : await host.hostDmTable(a.name);
-  await saga.step(
-    'dm-map',
-    () => host.hostDmEnsureLinear({ name: a.name, devicePath: device.devicePath }),
-    () =>
-      previousTable
-        ? host.hostDmEnsureTable({ name: a.name, table: previousTable })
-        : host.hostDmRemove({ name: a.name }),
-  );
+  await mapDevice(saga, acts, a.name, device.devicePath, reads ? reads[0] : await host.hostDmTable(a.name));
 
   const before = requireName(reads ? reads[1] : await control.dbGetMapping(ctx.volumeId), ctx.volumeId);
-  await saga.step(
-    'record-mapping',
-    () =>
-      control.dbUpdateMapping({
-        volumeId: ctx.volumeId,
-        expectedVersion: before.version,
-        operationId: ctx.operationId,
-        patch: { location: 'appliance', targetVmId: null, devicePath: device.devicePath, dmState: 'linear' },
-      }),
-    () => control.dbRestoreMapping({ before, operationId: ctx.operationId }),
-  );
+  await recordMapping(saga, acts, ctx, 'record-mapping', before, {
+    location: 'appliance',
+    targetVmId: null,
+    devicePath: device.devicePath,
+    dmState: 'linear',
+  });
 
-  const exportConfigured = reads ? reads[2] : await host.hostExportConfigured(exportName);
-  const exportRow = reads ? reads[3] : await control.dbGetExport(ctx.volumeId);
-  const ensured = await saga.step(
-    'ensure-export',
-    async () => {
-      const r = await host.hostExportEnsure({ exportName, targetPath: mapperPath });
-      await control.dbUpsertExport({
-        exportName,
-        volumeId: ctx.volumeId,
-        targetPath: mapperPath,
-        configPath: r.configPath,
-        backend: r.backend,
-        status: 'active',
-      });
-      return r;
-    },
-    async () => {
-      if (!exportConfigured) await host.hostExportRemove({ exportName, onlyIfTarget: mapperPath });
-      if (!exportRow) await control.dbDeleteExport({ volumeId: ctx.volumeId });
-    },
-  );
+  const ensured = await ensureExport(saga, acts, ctx, a.name, {
+    configured: reads ? reads[2] : await host.hostExportConfigured(exportName),
+    row: reads ? reads[3] : await control.dbGetExport(ctx.volumeId),
+  });
 
   return {
     volumeId: ctx.volumeId,
     persistentName: a.name,
     devicePath: device.devicePath,
-    mapperPath,
+    mapperPath: mapperPathOf(a.name),
     exportName,
     nbdUri: ensured.uri,
   };
@@ -168,11 +138,7 @@ export async function takeOffAppliance(
   const { control, host, correlation } = acts;
   const name = m.persistentName;
   const serial = diskSerialFor(ctx.volumeId);
-  await saga.step(
-    'dm-error',
-    () => host.hostDmEnsureError({ name, sectors: Math.floor(m.sizeBytes / 512) }),
-    () => relinkToCurrentDevice(acts, name, serial),
-  );
+  await errorDevice(saga, acts, name, m.sizeBytes, () => relinkToCurrentDevice(acts, name, serial));
   await saga.step(
     'cloudstack-detach',
     async () => {
@@ -190,21 +156,67 @@ export async function takeOffAppliance(
   );
 }
 
+type MappingPatch = {
+  location?: 'appliance' | 'target' | 'detached';
+  targetVmId?: string | null;
+  devicePath: string | null;
+  dmState: 'linear' | 'error';
+};
+
 /** Record a new location with compare-and-swap; compensation restores the previous row. */
 export async function recordLocation(
   saga: Saga,
   acts: Activities,
   ctx: WorkflowContext,
-  patch: {
-    location: 'appliance' | 'target' | 'detached';
-    targetVmId: string | null;
-    devicePath: string | null;
-    dmState: 'linear' | 'error';
-  },
+  patch: Required<MappingPatch>,
 ): Promise<void> {
   const before = requireName(await acts.control.dbGetMapping(ctx.volumeId), ctx.volumeId);
+  await recordMapping(saga, acts, ctx, 'record-location', before, patch);
+}
+
+/** dm device `name` → linear over `devicePath`. Undo: the table it had before, or none. */
+export async function mapDevice(
+  saga: Saga,
+  acts: Activities,
+  name: string,
+  devicePath: string,
+  previousTable: Awaited<ReturnType<Activities['host']['hostDmTable']>>,
+): Promise<void> {
+  const { host } = acts;
   await saga.step(
-    'record-location',
+    'dm-map',
+    () => host.hostDmEnsureLinear({ name, devicePath }),
+    () =>
+      previousTable ? host.hostDmEnsureTable({ name, table: previousTable }) : host.hostDmRemove({ name }),
+  );
+}
+
+/** dm device `name` → error target of the volume's size (its export answers EIO, never stale data). */
+export async function errorDevice(
+  saga: Saga,
+  acts: Activities,
+  name: string,
+  sizeBytes: number,
+  undo: () => Promise<unknown>,
+): Promise<void> {
+  await saga.step(
+    'dm-error',
+    () => acts.host.hostDmEnsureError({ name, sectors: Math.floor(sizeBytes / 512) }),
+    undo,
+  );
+}
+
+/** The mapping row, compare-and-swap against `before`; compensation restores `before`. */
+export async function recordMapping(
+  saga: Saga,
+  acts: Activities,
+  ctx: WorkflowContext,
+  step: 'record-mapping' | 'record-location',
+  before: MappingRecord,
+  patch: MappingPatch,
+): Promise<void> {
+  await saga.step(
+    step,
     () =>
       acts.control.dbUpdateMapping({
         volumeId: ctx.volumeId,
@@ -213,5 +225,42 @@ export async function recordLocation(
         patch,
       }),
     () => acts.control.dbRestoreMapping({ before, operationId: ctx.operationId }),
+  );
+}
+
+/**
+ * The volume's export on the appliance (pointing at its dm device) and its row. `before`: what
+ * existed beforehand, so the undo removes only what this run created; without it (repair: the
+ * export is what the database says must exist) nothing is undone.
+ */
+export async function ensureExport(
+  saga: Saga,
+  acts: Activities,
+  ctx: WorkflowContext,
+  name: string,
+  before?: { configured: boolean; row: unknown },
+) {
+  const { control, host } = acts;
+  const exportName = exportNameOf(name);
+  const targetPath = mapperPathOf(name);
+  return saga.step(
+    'ensure-export',
+    async () => {
+      const r = await host.hostExportEnsure({ exportName, targetPath });
+      await control.dbUpsertExport({
+        exportName,
+        volumeId: ctx.volumeId,
+        targetPath,
+        configPath: r.configPath,
+        backend: r.backend,
+        status: 'active',
+      });
+      return r;
+    },
+    before &&
+      (async () => {
+        if (!before.configured) await host.hostExportRemove({ exportName, onlyIfTarget: targetPath });
+        if (!before.row) await control.dbDeleteExport({ volumeId: ctx.volumeId });
+      }),
   );
 }

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
+import { EXPORT_PREFIX, exportNameOf, mapperPathOf } from './device-names.js';
 
 /**
  * Persistent device names: the one identity of a volume on the appliance that never changes.
@@ -18,18 +19,17 @@ export const persistentNameSchema = z
   .max(PERSISTENT_NAME_MAX, `must be at most ${PERSISTENT_NAME_MAX} characters`);
 export type PersistentName = z.output<typeof persistentNameSchema>;
 
-export const EXPORT_PREFIX = 'migration-vol-';
 export const exportNameSchema = z
   .string()
   .regex(/^migration-vol-[a-z0-9][a-z0-9-]*$/, 'must be "migration-vol-" followed by a persistent name')
   .max(EXPORT_PREFIX.length + PERSISTENT_NAME_MAX);
 
 export function exportNameFor(name: PersistentName): string {
-  return EXPORT_PREFIX + persistentNameSchema.parse(name);
+  return exportNameOf(persistentNameSchema.parse(name));
 }
 
 export function mapperPathFor(name: PersistentName): string {
-  return `/dev/mapper/${persistentNameSchema.parse(name)}`;
+  return mapperPathOf(persistentNameSchema.parse(name));
 }
 
 /**

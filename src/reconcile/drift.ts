@@ -1,4 +1,5 @@
 import type { DmTable } from '../device/types.js';
+import { EXPORT_PREFIX, exportNameOf, mapperPathOf } from '../domain/device-names.js';
 
 /**
  * Reconciliation's core, as a pure function: desired state (the database) against actual state
@@ -78,8 +79,6 @@ export interface Finding {
   details?: Record<string, unknown>;
 }
 
-const EXPORT_PREFIX = 'migration-vol-';
-
 export function computeDrift(
   desired: DesiredVolume[],
   actual: Inventory,
@@ -93,7 +92,7 @@ export function computeDrift(
   const served = actual.exportsServed ? new Set(actual.exportsServed) : null;
   const namesInDb = new Set(desired.flatMap((v) => (v.persistentName ? [v.persistentName] : [])));
   const exportsInDb = new Set(
-    desired.flatMap((v) => (v.persistentName ? [EXPORT_PREFIX + v.persistentName] : [])),
+    desired.flatMap((v) => (v.persistentName ? [exportNameOf(v.persistentName)] : [])),
   );
 
   const add = (f: Finding) => findings.push(f);
@@ -161,7 +160,7 @@ export function computeDrift(
           remedy: `no block device carries serial ${v.serial} although CloudStack has the volume attached: check the appliance (rescan / udevadm trigger) or detach and attach it again`,
         });
       } else if (!dm) {
-        add(repair('dm-missing', v, name, `create /dev/mapper/${name} linear over ${device.devicePath}`));
+        add(repair('dm-missing', v, name, `create ${mapperPathOf(name)} linear over ${device.devicePath}`));
       } else if (dm.table.kind === 'error') {
         add(repair('dm-error-while-attached', v, name, `reload ${name} linear over ${device.devicePath}`));
       } else if (dm.table.kind === 'linear' && !pointsAt(dm.table.device, device)) {
@@ -193,9 +192,9 @@ export function computeDrift(
       const conf = configured.get(v.exportName);
       if (!conf)
         add(repair('export-missing', v, v.exportName, `write the export config for ${v.exportName}`));
-      else if (conf.targetPath !== `/dev/mapper/${name}`) {
+      else if (conf.targetPath !== mapperPathOf(name)) {
         add(
-          repair('export-wrong-target', v, v.exportName, `point ${v.exportName} at /dev/mapper/${name}`, {
+          repair('export-wrong-target', v, v.exportName, `point ${v.exportName} at ${mapperPathOf(name)}`, {
             configuredTarget: conf.targetPath,
           }),
         );
@@ -210,7 +209,7 @@ export function computeDrift(
           remedy:
             opts.backend === 'nbd-server'
               ? `nbd-server has not loaded ${v.exportName}: restart it safely (volumectl reconcile applies the safe-restart path), never SIGHUP on 3.24`
-              : `nbdkit does not list ${v.exportName}: check that /dev/mapper/${name} exists and nbdkit runs with dir= on the exports directory`,
+              : `nbdkit does not list ${v.exportName}: check that ${mapperPathOf(name)} exists and nbdkit runs with dir= on the exports directory`,
         });
       }
     }
