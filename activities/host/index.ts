@@ -8,7 +8,7 @@ import {
   type DmTable,
   type ResolvedDevice,
 } from '../../src/device/types.js';
-import type { ExportBackend, ProbeResult } from '../../src/nbd/types.js';
+import type { ExportBackend } from '../../src/nbd/types.js';
 import { targetPathSchema } from '../../src/domain/paths.js';
 import { exportSpecSchema } from '../../src/nbd/validation.js';
 import { packInventory, type PackedInventory } from '../../src/reconcile/inventory-codec.js';
@@ -102,10 +102,6 @@ export function createHostActivities({ correlator, dm, exports, nbdServer }: Hos
       check(schemas.name, { name: n });
       return (await dm.info(n))?.table ?? null;
     },
-    async hostDmInfo(n: string) {
-      check(schemas.name, { name: n });
-      return (await dm.info(n)) ?? null;
-    },
     async hostDmEnsureLinear(a: { name: string; devicePath: string }) {
       check(schemas.linear, a);
       return lock.run(() => dm.ensureLinear(a.name, a.devicePath));
@@ -174,17 +170,6 @@ export function createHostActivities({ correlator, dm, exports, nbdServer }: Hos
     async hostExportConfigured(exportName: string): Promise<boolean> {
       check(schemas.exportName, { exportName });
       return (await exports.listConfigured()).some((e) => e.exportName === exportName);
-    },
-    async hostExportProbe(exportName: string): Promise<ProbeResult> {
-      check(schemas.exportName, { exportName });
-      return exports.probe(exportName);
-    },
-    async hostExportUri(exportName: string): Promise<string> {
-      check(schemas.exportName, { exportName });
-      return exports.uriFor(exportName);
-    },
-    async hostExportsServed() {
-      return exports.listServed();
     },
 
     // --- reconciliation --------------------------------------------------------------------

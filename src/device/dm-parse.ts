@@ -80,11 +80,6 @@ export function parseLs(text: string): string[] {
     .filter((n) => n !== '');
 }
 
-/** Same device? dm prints `major:minor`; a wanted device may be given either way. */
-export function sameDevice(table: DmTable, devNumber: string): boolean {
-  return table.kind === 'linear' && table.device === devNumber;
-}
-
 /** Same table, comparing what dm would print (`0 8 error ` with its trailing blank included). */
 export function sameTable(a: DmTable, b: DmTable): boolean {
   if (a.kind !== b.kind || a.sectors !== b.sectors) return false;

@@ -14,4 +14,3 @@ export const vmId = uuid;
 export const applianceVmId = uuid;
 
 export type VolumeId = z.output<typeof volumeId>;
-export type VmId = z.output<typeof vmId>;

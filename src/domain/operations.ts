@@ -131,7 +131,6 @@ export const vmOperationRequest = z.object({
     .refine((vs) => new Set(vs.map((v) => v.volumeId)).size === vs.length, 'each volume once')
     .refine((vs) => vs.filter((v) => v.asRoot).length <= 1, 'at most one root disk'),
 });
-export type VmOperationRequest = z.input<typeof vmOperationRequest>;
 
 export interface VmOperationInput {
   operationId: string;
@@ -192,13 +191,6 @@ export const createRequest = z
       });
     }
   });
-export type CreateRequest = z.input<typeof createRequest>;
-
-export type AttachRequest = z.input<typeof attachRequest>;
-export type DetachRequest = z.input<typeof detachRequest>;
-export type FailoverRequest = z.input<typeof failoverRequest>;
-export type FailbackRequest = z.input<typeof failbackRequest>;
-export type DeleteRequest = z.input<typeof deleteRequest>;
 
 /** What every workflow receives: the validated request plus where to run host steps. */
 export interface WorkflowContext {

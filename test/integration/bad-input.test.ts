@@ -770,7 +770,6 @@ function hostCases(): ActivityCase<HostActs>[] {
     add(`hostResolveConflicts name=${s}`, 'name', (a) =>
       a.hostResolveConflicts({ name: n, devicePath: '/dev/vdb' }),
     );
-    add(`hostDmInfo ${s}`, 'name', (a) => a.hostDmInfo(n));
     add(`hostDmTable ${s}`, 'name', (a) => a.hostDmTable(n));
   }
   for (const p of BAD_DEVICE_PATHS) {
@@ -807,8 +806,6 @@ function hostCases(): ActivityCase<HostActs>[] {
       a.hostExportEnsure({ exportName: e, targetPath: '/dev/mapper/pgtest3disk0' }),
     );
     add(`hostExportRemove exportName=${s}`, 'exportName', (a) => a.hostExportRemove({ exportName: e }));
-    add(`hostExportProbe ${s}`, 'exportName', (a) => a.hostExportProbe(e));
-    add(`hostExportUri ${s}`, 'exportName', (a) => a.hostExportUri(e));
   }
   for (const sectors of [...BAD_SIZES, Number.NaN])
     add(`hostDmEnsureError sectors=${sectors}`, 'sectors', (a) =>

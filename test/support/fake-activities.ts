@@ -60,17 +60,11 @@ export const READ_ONLY: ReadonlySet<ActivityName> = new Set<ActivityName>([
   'hostFindBySerial',
   'hostWaitGone',
   'hostDmTable',
-  'hostDmInfo',
   'hostExportConfigured',
-  'hostExportProbe',
-  'hostExportUri',
-  'hostExportsServed',
   'hostInventory',
 ]);
 
 const GIB = 1024 ** 3;
-/** dm's major on the lab kernel; the minor is whatever — only the names and tables matter. */
-const DM_MAJOR = 253;
 const VIRTIO_MAJOR = 254;
 
 export interface FakeVolume {
@@ -730,21 +724,7 @@ export class FakeWorld {
   private presentNumbers(): Set<string> {
     return new Set([...this.disks.keys()].map((k) => `${VIRTIO_MAJOR}:${diskIndexOf(k) * 16}`));
   }
-  dmInfo(name: string) {
-    const d = this.dm.get(name);
-    if (!d) return null;
-    const minor = [...this.dm.keys()].indexOf(name);
-    return {
-      name,
-      exists: true as const,
-      suspended: false,
-      openCount: d.openCount,
-      major: DM_MAJOR,
-      minor,
-      uuid: d.uuid,
-      table: clone(d.table),
-    };
-  }
+
   /** DeviceMapper.ensureTable: create (tagged VOLLIFE-) or reload; never touches a device not ours. */
   dmEnsureTable(name: string, table: DmTable): { changed: boolean; previous?: DmTable } {
     const wanted: DmTable =
@@ -935,7 +915,6 @@ export class FakeFleet {
       hostWaitGone: (a: { serial: string; timeoutMs: number }) =>
         run('hostWaitGone', [a], (w) => w.waitGone(a)),
       hostDmTable: (n: string) => run('hostDmTable', [n], (w) => clone(w.dm.get(n)?.table ?? null)),
-      hostDmInfo: (n: string) => run('hostDmInfo', [n], (w) => w.dmInfo(n)),
       hostDmEnsureLinear: (a: { name: string; devicePath: string }) =>
         run('hostDmEnsureLinear', [a], (w) => w.dmEnsureLinear(a.name, a.devicePath)),
       hostDmEnsureError: (a: { name: string; sectors: number }) =>
@@ -951,19 +930,6 @@ export class FakeFleet {
         run('hostExportRemove', [a], (w) => w.exportRemove(a)),
       hostExportConfigured: (exportName: string) =>
         run('hostExportConfigured', [exportName], (w) => w.exports.has(exportName)),
-      hostExportProbe: (exportName: string) =>
-        run('hostExportProbe', [exportName], (w) => {
-          const target = w.exports.get(exportName);
-          const dm = target?.startsWith('/dev/mapper/')
-            ? w.dm.get(target.slice('/dev/mapper/'.length))
-            : undefined;
-          return dm
-            ? { ok: true as const, sizeBytes: dm.table.sectors * 512 }
-            : { ok: false as const, reason: 'unknown-export' as const, message: `no export ${exportName}` };
-        }),
-      hostExportUri: (exportName: string) => run('hostExportUri', [exportName], () => exportUri(exportName)),
-      hostExportsServed: () =>
-        run('hostExportsServed', [], (w) => [...w.exports.keys()].map((exportName) => ({ exportName }))),
       hostInventory: () => run('hostInventory', [], (w) => w.inventory()),
       hostRemoveIdleDm: (a: { name: string }) =>
         run('hostRemoveIdleDm', [a], (w): 'removed' | 'open' | 'gone' => {
