@@ -39,6 +39,8 @@ export const DEADLINE_MS = 30_000;
 
 export interface Tier {
   env: TestWorkflowEnvironment;
+  /** The task-queue prefix its workers poll (for workflows started without the client). */
+  prefix: string;
   volumes: VolumeLifecycleClient;
   fleet: FakeFleet;
   close(): Promise<void>;
@@ -98,6 +100,7 @@ export async function startTier(): Promise<Tier> {
   });
   return {
     env,
+    prefix,
     volumes,
     fleet,
     async close() {
