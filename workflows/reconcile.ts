@@ -16,11 +16,12 @@ import { SA } from '../src/temporal/search-attributes.js';
 import { hostQueue, volumeWorkflowId } from '../src/temporal/task-queues.js';
 import { repairVolume } from './repair.js';
 import { messageOf } from './saga.js';
+import type { ExportBackendKind } from '../src/domain/mapping.js';
 
 export interface ReconcileInput {
   applianceVmId: string;
   taskQueuePrefix: string;
-  backend: 'nbdkit-dir' | 'nbd-server';
+  backend: ExportBackendKind;
   dryRun: boolean;
   correlationTimeoutMs: number;
 }

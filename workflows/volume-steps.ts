@@ -5,6 +5,7 @@ import type { Activities } from './proxies.js';
 import { patched } from '@temporalio/workflow';
 import { exportNameOf, mapperPathOf } from '../src/domain/device-names.js';
 import { permanentFailure, type Saga } from './saga.js';
+import type { DmState, VolumeLocation } from '../src/domain/mapping.js';
 
 /**
  * The step library every saga and reconciliation's repair use: single steps (map, error,
@@ -157,10 +158,10 @@ export async function takeOffAppliance(
 }
 
 type MappingPatch = {
-  location?: 'appliance' | 'target' | 'detached';
+  location?: VolumeLocation;
   targetVmId?: string | null;
   devicePath: string | null;
-  dmState: 'linear' | 'error';
+  dmState: Exclude<DmState, 'absent'>;
 };
 
 /** Record a new location with compare-and-swap; compensation restores the previous row. */

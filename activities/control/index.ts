@@ -20,6 +20,7 @@ import { computeDrift, type DesiredVolume, type Finding } from '../../src/reconc
 import { unpackInventory, type PackedInventory } from '../../src/reconcile/inventory-codec.js';
 import { heartbeatWith } from '../heartbeat.js';
 import { permanent, withClassification } from '../failures.js';
+import { DM_STATES, VOLUME_LOCATIONS } from '../../src/domain/mapping.js';
 
 export interface ControlDeps {
   cloudstack: CloudStackApi;
@@ -92,8 +93,8 @@ const sizeBytes = z.number('must be a number').int('must be an integer').positiv
 const virtioSerial = z
   .string()
   .regex(/^[A-Za-z0-9._:+-]{1,64}$/, 'must be 1 to 64 letters, digits or . _ : + -');
-const location = z.enum(['appliance', 'target', 'detached']);
-const dmState = z.enum(['linear', 'error', 'absent']);
+const location = z.enum(VOLUME_LOCATIONS);
+const dmState = z.enum(DM_STATES);
 const backend = z.enum(['nbdkit-dir', 'nbd-server']);
 
 const volumeArg = z.object({ volumeId });

@@ -1,6 +1,7 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import { z } from 'zod';
 import { productionChecks, productionEnvShape, resolveSecretFiles } from './production.js';
+import { EXPORT_BACKENDS } from '../domain/mapping.js';
 
 /**
  * All configuration comes from the environment and is parsed here once, with zod, so a bad value
@@ -55,7 +56,7 @@ export const envSchema = z.object({
         .filter(Boolean),
     )
     .pipe(z.array(z.string().uuid('must be a comma-separated list of VM UUIDs'))),
-  EXPORT_BACKEND: z.enum(['nbdkit-dir', 'nbd-server']).default('nbdkit-dir'),
+  EXPORT_BACKEND: z.enum(EXPORT_BACKENDS).default('nbdkit-dir'),
   NBD_HOST: z.string().default('127.0.0.1'),
   NBD_PORT: port.default(10809),
   NBD_EXPORTS_DIR: z.string().default('/run/volume-lifecycle/exports'),

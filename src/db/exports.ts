@@ -1,11 +1,12 @@
 import type { Pool, ResultSetHeader, RowDataPacket } from 'mysql2/promise';
+import type { ExportBackendKind } from '../domain/mapping.js';
 
 export interface ExportRecord {
   exportName: string;
   volumeId: string;
   targetPath: string;
   configPath: string;
-  backend: 'nbdkit-dir' | 'nbd-server';
+  backend: ExportBackendKind;
   status: 'active' | 'error';
 }
 

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { applianceVmId, uuid, vmId, volumeId } from './ids.js';
 import { DISK_INDEX_MAX, DISK_KEY_FIRST, DISK_KEY_LAST, diskKeyNumber, normalizeVmName } from './naming.js';
+import type { VolumeLocation } from './mapping.js';
 
 /**
  * Inputs of the five volume operations, validated with zod wherever they cross a boundary
@@ -241,7 +242,7 @@ export interface OperationResult {
   type: OperationType;
   volumeId: string;
   status: 'completed';
-  location: 'appliance' | 'target' | 'detached' | 'deleted';
+  location: VolumeLocation | 'deleted';
   /** create: the new volume's persistent name (also `access` once it is on the appliance). */
   persistentName?: string;
   access?: VolumeAccess;

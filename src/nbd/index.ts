@@ -7,6 +7,7 @@ import { NbdServerBackend, NbdServerSupervisor } from './nbd-server.js';
 import { NbdkitDirBackend, NbdkitSupervisor } from './nbdkit-dir.js';
 import { targetPathSchema } from '../domain/paths.js';
 import { NbdValidationError } from './validation.js';
+import type { ExportBackendKind } from '../domain/mapping.js';
 
 export * from './types.js';
 export { compareExports, type ExportComparison } from './compare.js';
@@ -70,7 +71,7 @@ export function parseExportBackendConfig(input: unknown): ParsedExportBackendCon
 
 /** From the app's environment config (`EXPORT_BACKEND`, `NBD_HOST`, `NBD_PORT`, `NBD_*_DIR`). */
 export function exportBackendConfigFromApp(cfg: {
-  EXPORT_BACKEND: 'nbdkit-dir' | 'nbd-server';
+  EXPORT_BACKEND: ExportBackendKind;
   NBD_HOST: string;
   NBD_PORT: number;
   NBD_EXPORTS_DIR: string;

@@ -1,3 +1,5 @@
+import type { ExportBackendKind } from '../domain/mapping.js';
+
 /**
  * An NBD export backend: how `migration-vol-<name>` comes to be served from
  * `/dev/mapper/<name>`. Backends: nbdkit directory of symlinks (default), nbd-server conf.d.
@@ -27,7 +29,7 @@ export type ProbeResult =
     };
 
 export interface ExportBackend {
-  readonly kind: 'nbdkit-dir' | 'nbd-server';
+  readonly kind: ExportBackendKind;
   /** Make the export serve targetPath. Returns whether anything changed (false = already so). */
   ensure(spec: ExportSpec): Promise<{ created: boolean; changed: boolean; configPath: string }>;
   /** Remove the export; missing → success. */

@@ -1,5 +1,6 @@
 import type { DmTable } from '../device/types.js';
 import { EXPORT_PREFIX, exportNameOf, mapperPathOf } from '../domain/device-names.js';
+import type { DmState, ExportBackendKind, VolumeLocation } from '../domain/mapping.js';
 
 /**
  * Reconciliation's core, as a pure function: desired state (the database) against actual state
@@ -11,10 +12,10 @@ import { EXPORT_PREFIX, exportNameOf, mapperPathOf } from '../domain/device-name
 export interface DesiredVolume {
   volumeId: string;
   persistentName: string | null;
-  location: 'appliance' | 'target' | 'detached';
+  location: VolumeLocation;
   targetVmId: string | null;
   devicePath: string | null;
-  dmState: 'linear' | 'error' | 'absent';
+  dmState: DmState;
   sizeBytes: number;
   serial: string;
   exportName: string | null; // the nbd_exports row, if any
@@ -83,7 +84,7 @@ export function computeDrift(
   desired: DesiredVolume[],
   actual: Inventory,
   cs: CloudStackView,
-  opts: { applianceVmId: string; backend: 'nbdkit-dir' | 'nbd-server' },
+  opts: { applianceVmId: string; backend: ExportBackendKind },
 ): Finding[] {
   const findings: Finding[] = [];
   const dmByName = new Map(actual.dm.map((d) => [d.name, d]));

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { RowDataPacket } from 'mysql2/promise';
 import { createMigrator } from '../../src/db/migrator.js';
+import { DM_STATES, EXPORT_BACKENDS, VOLUME_LOCATIONS } from '../../src/domain/mapping.js';
 import { freshDatabase } from '../support/db.js';
 
 let db: Awaited<ReturnType<typeof freshDatabase>>;
@@ -31,6 +32,21 @@ test('migrations go up, down and up again cleanly on the real database', async (
   assert.deepEqual(await tables(), ['schema_migrations']);
   await m.up();
   assert.deepEqual(await tables(), up);
+});
+
+test('the ENUM columns hold exactly the vocabulary the code defines (src/domain/mapping.ts)', async () => {
+  const enumOf = async (table: string, column: string) => {
+    const [rows] = await db.pool.query<RowDataPacket[]>(
+      'SELECT COLUMN_TYPE AS t FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = ?',
+      [table, column],
+    );
+    const m = /^enum\((.*)\)$/.exec(String(rows[0]?.t));
+    assert.ok(m, `${table}.${column} is an ENUM column (got ${String(rows[0]?.t)})`);
+    return m[1]!.split(',').map((v) => v.replace(/^'|'$/g, ''));
+  };
+  assert.deepEqual(await enumOf('device_mappings', 'location'), [...VOLUME_LOCATIONS]);
+  assert.deepEqual(await enumOf('device_mappings', 'dm_state'), [...DM_STATES]);
+  assert.deepEqual(await enumOf('nbd_exports', 'backend'), [...EXPORT_BACKENDS]);
 });
 
 test('persistent_device_name is unique (the seed allowed duplicates)', async () => {

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { uuid } from '../../domain/ids.js';
+import { DM_STATES, EXPORT_BACKENDS, VOLUME_LOCATIONS } from '../../domain/mapping.js';
 
 /**
  * Request and response schemas of /api/v2, in zod: they validate requests, serialize responses
@@ -68,9 +69,9 @@ export const mapping = z.object({
   mapper_path: z.string().nullable(),
   device_path: z.string().nullable(),
   virtio_serial: z.string(),
-  location: z.enum(['appliance', 'target', 'detached']),
+  location: z.enum(VOLUME_LOCATIONS),
   target_vm_id: z.string().nullable(),
-  dm_state: z.enum(['linear', 'error', 'absent']),
+  dm_state: z.enum(DM_STATES),
   source_vm_name: z.string(),
   disk_index: z.number(),
   size_bytes: z.number(),
@@ -83,7 +84,7 @@ export const exportRecord = z.object({
   volumeId: z.string(),
   targetPath: z.string(),
   configPath: z.string(),
-  backend: z.enum(['nbdkit-dir', 'nbd-server']),
+  backend: z.enum(EXPORT_BACKENDS),
   status: z.enum(['active', 'error']),
 });
 
