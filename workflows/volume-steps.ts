@@ -1,11 +1,11 @@
-import type { MappingRecord } from '../src/db/mappings.js';
+import type { MappingPatch, MappingRecord } from '../src/db/mappings.js';
 import type { VolumeAccess, WorkflowContext } from '../src/domain/operations.js';
 import { diskSerialFor } from '../src/cloudstack/serial.js';
 import type { Activities } from './proxies.js';
 import { patched } from '@temporalio/workflow';
 import { exportNameOf, mapperPathOf } from '../src/domain/device-names.js';
 import { permanentFailure, type Saga } from './saga.js';
-import type { DmState, VolumeLocation } from '../src/domain/mapping.js';
+import type { DmState } from '../src/domain/mapping.js';
 
 /**
  * The step library every saga and reconciliation's repair use: single steps (map, error,
@@ -157,19 +157,12 @@ export async function takeOffAppliance(
   );
 }
 
-type MappingPatch = {
-  location?: VolumeLocation;
-  targetVmId?: string | null;
-  devicePath: string | null;
-  dmState: Exclude<DmState, 'absent'>;
-};
-
 /** Record a new location with compare-and-swap; compensation restores the previous row. */
 export async function recordLocation(
   saga: Saga,
   acts: Activities,
   ctx: WorkflowContext,
-  patch: Required<MappingPatch>,
+  patch: Required<Omit<MappingPatch, 'sizeBytes' | 'dmState'>> & { dmState: Exclude<DmState, 'absent'> },
 ): Promise<void> {
   const before = requireName(await acts.control.dbGetMapping(ctx.volumeId), ctx.volumeId);
   await recordMapping(saga, acts, ctx, 'record-location', before, patch);
