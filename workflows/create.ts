@@ -28,11 +28,11 @@ export async function createVolume(input: CreateInput): Promise<OperationResult>
     const created: { id?: string } = {};
     const volume = await saga.step(
       'cloudstack-create',
-      () => acts.control.csCreate(spec),
+      () => acts.cloudstack.csCreate(spec),
       // Undo if present: the id if the step returned, else whatever a lost reply created.
       async () => {
         const id = created.id ?? (await acts.control.csFindCreated(spec))?.id;
-        if (id) await acts.control.csDelete({ volumeId: id });
+        if (id) await acts.cloudstack.csDelete({ volumeId: id });
       },
     );
     created.id = volume.id;

@@ -12,7 +12,7 @@ import { exportNameOf, mapperPathOf } from '../src/domain/device-names.js';
  */
 export async function deleteVolume(input: DeleteInput): Promise<OperationResult> {
   const acts = activitiesFor(input);
-  const { control, host, correlation } = acts;
+  const { cloudstack, control, host, correlation } = acts;
   const saga = new Saga(input, 'delete', acts, input);
   return saga.run(async () => {
     const { mapping, volume, exportRow } = await saga.step('validate', async () => ({
@@ -67,9 +67,9 @@ export async function deleteVolume(input: DeleteInput): Promise<OperationResult>
       const from = volume.attachedTo;
       await saga.step(
         'cloudstack-detach',
-        () => control.csDetach({ volumeId: input.volumeId, fromVmId: from }),
+        () => cloudstack.csDetach({ volumeId: input.volumeId, fromVmId: from }),
         async () => {
-          await control.csAttach({ volumeId: input.volumeId, vmId: from });
+          await cloudstack.csAttach({ volumeId: input.volumeId, vmId: from });
           if (from === input.applianceVmId) {
             await correlation.hostCorrelate({
               serial: diskSerialFor(input.volumeId),
@@ -83,7 +83,7 @@ export async function deleteVolume(input: DeleteInput): Promise<OperationResult>
 
     if (volume) {
       try {
-        await saga.step('cloudstack-delete', () => control.csDelete({ volumeId: input.volumeId }));
+        await saga.step('cloudstack-delete', () => cloudstack.csDelete({ volumeId: input.volumeId }));
       } catch (err) {
         // The delete may be done although the step failed (the job finished, its reply was
         // lost): CloudStack says. Gone → the pivot is passed, finish forward; undoing the steps

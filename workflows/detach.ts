@@ -37,8 +37,8 @@ export async function detachVolume(input: DetachInput): Promise<OperationResult>
       const fromVmId = volume.attachedTo;
       await saga.step(
         'cloudstack-detach-target',
-        () => acts.control.csDetach({ volumeId: input.volumeId, fromVmId }),
-        () => acts.control.csAttach({ volumeId: input.volumeId, vmId: fromVmId }),
+        () => acts.cloudstack.csDetach({ volumeId: input.volumeId, fromVmId }),
+        () => acts.cloudstack.csAttach({ volumeId: input.volumeId, vmId: fromVmId }),
       );
     } else if (volume.attachedTo) await takeOffAppliance(saga, acts, input, m);
     else

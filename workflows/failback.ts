@@ -26,8 +26,8 @@ export async function failbackVolume(input: FailbackInput): Promise<OperationRes
       }
       await saga.step(
         'cloudstack-detach-target',
-        () => acts.control.csDetach({ volumeId: input.volumeId, fromVmId: onTarget }),
-        () => acts.control.csAttach({ volumeId: input.volumeId, vmId: onTarget }),
+        () => acts.cloudstack.csDetach({ volumeId: input.volumeId, fromVmId: onTarget }),
+        () => acts.cloudstack.csAttach({ volumeId: input.volumeId, vmId: onTarget }),
       );
     }
     const access = await bringToAppliance(saga, acts, input, {

@@ -37,8 +37,8 @@ export async function failoverVolume(input: FailoverInput): Promise<OperationRes
     const deviceId = input.asRoot ? { deviceId: 0 } : {};
     await saga.step(
       'cloudstack-attach-target',
-      () => acts.control.csAttach({ volumeId: input.volumeId, vmId: input.targetVmId, ...deviceId }),
-      () => acts.control.csDetach({ volumeId: input.volumeId, fromVmId: input.targetVmId }),
+      () => acts.cloudstack.csAttach({ volumeId: input.volumeId, vmId: input.targetVmId, ...deviceId }),
+      () => acts.cloudstack.csDetach({ volumeId: input.volumeId, fromVmId: input.targetVmId }),
     );
     await recordLocation(saga, acts, input, {
       location: 'target',

@@ -32,7 +32,7 @@ export function activitiesFor(ctx: WorkflowContext) {
   const cancellationType = patched('cancel-waits-for-step-in-flight')
     ? ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
     : ActivityCancellationType.TRY_CANCEL;
-  const control = proxyActivities<ControlActivities>({
+  const remoteControl = proxyActivities<ControlActivities>({
     cancellationType,
     startToCloseTimeout: '3 minutes',
     // The control worker heartbeats while any activity runs: a dead one is noticed in seconds.
@@ -71,12 +71,37 @@ export function activitiesFor(ctx: WorkflowContext) {
     heartbeatTimeout: '20 seconds',
     retry: { ...hostOptions.retry, maximumAttempts: 2 },
   });
+  // Steps that only read or write our database, or only read CloudStack, run as local
+  // activities on the control worker that runs the workflow: no task-queue round trip, no
+  // activity events in the history. Each is safe to run twice (a local activity re-runs when
+  // the worker dies before its workflow task completes). CloudStack mutations stay remote: their
+  // async jobs outlive a workflow task and resume from heartbeat details. Runs started before
+  // this change keep every control step remote.
+  const control: ControlSteps = patched('control-reads-and-db-writes-local')
+    ? proxyLocalActivities<ControlActivities>({
+        cancellationType,
+        startToCloseTimeout: '30 seconds',
+        retry: {
+          initialInterval: '500 ms',
+          backoffCoefficient: 2,
+          maximumInterval: '20 seconds',
+          maximumAttempts: 8,
+          nonRetryableErrorTypes: NON_RETRYABLE,
+        },
+      })
+    : remoteControl;
+  const cloudstack: CloudStackMutations = remoteControl;
   // The audit trail is written from the control worker itself: short, local, retried.
   const audit = proxyLocalActivities<ControlActivities>({
     startToCloseTimeout: '10 seconds',
     retry: { initialInterval: '200 ms', maximumInterval: '5 seconds', maximumAttempts: 20 },
   });
-  return { control, host, correlation, audit };
+  return { cloudstack, control, host, correlation, audit };
 }
+
+/** The control activities that change CloudStack: always remote activities. */
+type CloudStackMutations = Pick<ControlActivities, 'csAttach' | 'csCreate' | 'csDetach' | 'csDelete'>;
+/** Every other control activity: our database, and CloudStack reads. */
+type ControlSteps = Omit<ControlActivities, keyof CloudStackMutations>;
 
 export type Activities = ReturnType<typeof activitiesFor>;

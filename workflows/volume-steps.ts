@@ -61,16 +61,16 @@ export async function bringToAppliance(
   ctx: WorkflowContext,
   a: { name: string; sizeBytes: number; attachedBefore: boolean },
 ): Promise<VolumeAccess> {
-  const { control, host, correlation } = acts;
+  const { cloudstack, control, host, correlation } = acts;
   const serial = diskSerialFor(ctx.volumeId);
   const devicesBefore = await host.hostListDevices();
 
   await saga.step(
     'cloudstack-attach',
-    () => control.csAttach({ volumeId: ctx.volumeId, vmId: ctx.applianceVmId }),
+    () => cloudstack.csAttach({ volumeId: ctx.volumeId, vmId: ctx.applianceVmId }),
     a.attachedBefore
       ? undefined
-      : () => control.csDetach({ volumeId: ctx.volumeId, fromVmId: ctx.applianceVmId }),
+      : () => cloudstack.csDetach({ volumeId: ctx.volumeId, fromVmId: ctx.applianceVmId }),
   );
 
   const device = await saga.step('correlate', () =>
@@ -136,18 +136,18 @@ export async function takeOffAppliance(
   ctx: WorkflowContext,
   m: MappingRecord & { persistentName: string },
 ): Promise<void> {
-  const { control, host, correlation } = acts;
+  const { cloudstack, host, correlation } = acts;
   const name = m.persistentName;
   const serial = diskSerialFor(ctx.volumeId);
   await errorDevice(saga, acts, name, m.sizeBytes, () => relinkToCurrentDevice(acts, name, serial));
   await saga.step(
     'cloudstack-detach',
     async () => {
-      await control.csDetach({ volumeId: ctx.volumeId, fromVmId: ctx.applianceVmId });
+      await cloudstack.csDetach({ volumeId: ctx.volumeId, fromVmId: ctx.applianceVmId });
       await host.hostWaitGone({ serial, timeoutMs: ctx.correlationTimeoutMs });
     },
     async () => {
-      await control.csAttach({ volumeId: ctx.volumeId, vmId: ctx.applianceVmId });
+      await cloudstack.csAttach({ volumeId: ctx.volumeId, vmId: ctx.applianceVmId });
       await correlation.hostCorrelate({
         serial,
         expectedSizeBytes: m.sizeBytes,

@@ -285,8 +285,10 @@ export function createControlActivities({ cloudstack, db }: ControlDeps) {
       return mappings.releaseName(db, a.volumeId, a.operationId);
     },
     /**
-     * CAS update. Idempotent under retry: if the row already holds the patch (our own earlier
-     * attempt committed before its reply was lost), return it instead of failing the CAS.
+     * CAS update. Safe to run twice: if the row is exactly one version past `expectedVersion`,
+     * written by this operation and holding the patch, it is our own earlier attempt (committed
+     * before its reply was lost, or before the worker running it as a local activity died): return
+     * it instead of failing the CAS. Any other writer in between is a conflict.
      */
     async dbUpdateMapping(a: {
       volumeId: string;
@@ -300,7 +302,13 @@ export function createControlActivities({ cloudstack, db }: ControlDeps) {
       } catch (err) {
         if (!(err instanceof mappings.StaleMappingError)) throw err;
         const now = await mappings.getMapping(db, a.volumeId);
-        if (now && now.lastOperationId === a.operationId && matches(now, a.patch)) return now;
+        if (
+          now &&
+          now.version === a.expectedVersion + 1 &&
+          now.lastOperationId === a.operationId &&
+          matches(now, a.patch)
+        )
+          return now;
         throw permanent(err.message, 'StaleMapping');
       }
     },

@@ -41,6 +41,13 @@ import { packInventory, unpackInventory } from '../../src/reconcile/inventory-co
 export type ControlName = keyof ControlActivities;
 export type HostName = keyof HostActivities;
 export type ActivityName = ControlName | HostName;
+/** The audit trail's writes: local activities around every step, not steps themselves. */
+const AUDIT_ACTIVITIES: ReadonlySet<ActivityName> = new Set<ActivityName>([
+  'auditOperationStart',
+  'auditOperationStatus',
+  'auditStep',
+]);
+export const isAuditActivity = (a: ActivityName) => AUDIT_ACTIVITIES.has(a);
 
 export const INJECTED = 'InjectedFault';
 /**
@@ -273,9 +280,9 @@ export class FakeWorld {
     for (const w of [...this.waiters]) w();
   }
 
-  /** Calls of workflow activities (not the local audit writes), as names in order. */
+  /** Calls of the saga's step activities (not the audit writes), as names in order. */
   activityCalls(): ActivityName[] {
-    return this.calls.filter((c) => !c.local).map((c) => c.activity);
+    return this.calls.filter((c) => !isAuditActivity(c.activity)).map((c) => c.activity);
   }
   /** The audit steps of an operation as `phase:step:status`, in the saga's own order (seq). */
   audit(operationId: string): string[] {
@@ -380,15 +387,14 @@ export class FakeWorld {
   }
 
   private async holdHere(hold: Hold, call: CallRecord, ctx: Context): Promise<void> {
-    if (ctx.info.isLocal)
-      throw new Error(`hold: ${hold.activity} runs as a local activity (cannot heartbeat)`);
     const onCancel = () => hold.markCancel();
     if (ctx.cancellationSignal.aborted) onCancel();
     else ctx.cancellationSignal.addEventListener('abort', onCancel, { once: true });
     hold.markStarted(call);
-    // Heartbeat while held: the server delivers a cancel request only in a heartbeat's reply.
+    // Heartbeat while held: the server delivers a cancel request to a remote activity only in a
+    // heartbeat's reply (a local one hears it from its workflow, through the same signal).
     while (!this.closed) {
-      ctx.heartbeat();
+      if (!ctx.info.isLocal) ctx.heartbeat();
       const released = await Promise.race([
         hold.released.then(() => true),
         new Promise<false>((r) => setTimeout(() => r(false), 20)),

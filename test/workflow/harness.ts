@@ -15,6 +15,7 @@ import {
   exportUri,
   FakeFleet,
   FakeWorld,
+  isAuditActivity,
   type ActivityName,
   type FakeOperation,
 } from '../support/fake-activities.js';
@@ -485,7 +486,7 @@ export async function happyRun(t: Tier, path: SagaPath) {
   const counts = new Map<ActivityName, number>();
   let pending: { activity: ActivityName; nth: number }[] = [];
   for (const c of s.world.calls) {
-    if (!c.local) {
+    if (!isAuditActivity(c.activity)) {
       const nth = (counts.get(c.activity) ?? 0) + 1;
       counts.set(c.activity, nth);
       pending.push({ activity: c.activity, nth });
