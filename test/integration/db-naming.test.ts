@@ -13,6 +13,9 @@ import {
   type AssignNameInput,
 } from '../../src/db/mappings.js';
 import { normalizeVmName, persistentNameFor } from '../../src/domain/naming.js';
+import type { ApplicationFailure } from '@temporalio/common';
+import { createControlActivities } from '../../activities/control/index.js';
+import type { CloudStackApi } from '../../src/cloudstack/types.js';
 import { freshDatabase } from '../support/db.js';
 
 let db: Awaited<ReturnType<typeof freshDatabase>>;
@@ -216,4 +219,66 @@ test('collision storm: 54 concurrent attaches, two fresh databases, two orders, 
       Array(6).fill('refused:DiskAlreadyMapped'),
     );
   }
+});
+
+test('every database step a saga runs as a local activity is safe to run twice; a CAS re-run accepts only its own write', async () => {
+  // A local activity re-runs when the worker dies after it acted but before its workflow task
+  // completed: the second run must give the first run's answer, not a conflict.
+  const cloudstack = new Proxy({} as CloudStackApi, {
+    get: () => () => Promise.reject(new Error('no CloudStack call expected')),
+  });
+  const acts = createControlActivities({ cloudstack, db: db.pool });
+  const req = input('rerun1', 0);
+  const named = await acts.dbAssignName(req);
+  assert.deepEqual((await acts.dbAssignName(req)).mapping, named.mapping, 'assign-name again: same row');
+
+  const update = {
+    volumeId: req.volumeId,
+    expectedVersion: named.mapping.version,
+    operationId: req.operationId,
+    patch: { location: 'appliance', devicePath: '/dev/vdb', dmState: 'linear' } as const,
+  };
+  const first = await acts.dbUpdateMapping(update);
+  assert.equal(first.version, named.mapping.version + 1);
+  assert.deepEqual(await acts.dbUpdateMapping(update), first, 'record-mapping again: its own write');
+  await assert.rejects(
+    acts.dbUpdateMapping({ ...update, operationId: randomUUID() }),
+    (e: ApplicationFailure) => e.type === 'StaleMapping',
+    'another operation at the same version is a conflict',
+  );
+  await acts.dbClearStaleDevicePath({ devicePath: '/dev/vdc', exceptVolumeId: req.volumeId });
+  assert.deepEqual(
+    await acts.dbClearStaleDevicePath({ devicePath: '/dev/vdc', exceptVolumeId: req.volumeId }),
+    [],
+  );
+  const exportRow = {
+    exportName: 'migration-vol-rerun1disk0',
+    volumeId: req.volumeId,
+    targetPath: '/dev/mapper/rerun1disk0',
+    configPath: '/etc/nbd-server/conf.d/migration-vol-rerun1disk0.conf',
+    backend: 'nbd-server',
+    status: 'active',
+  } as const;
+  await acts.dbUpsertExport(exportRow);
+  await acts.dbUpsertExport(exportRow);
+  assert.deepEqual(await acts.dbGetExport(req.volumeId), exportRow);
+
+  // Undo, twice: the row is back as it was, once.
+  await acts.dbRestoreMapping({ before: named.mapping, operationId: req.operationId });
+  const restored = (await getMapping(db.pool, req.volumeId))!;
+  await acts.dbRestoreMapping({ before: named.mapping, operationId: req.operationId });
+  assert.deepEqual(await getMapping(db.pool, req.volumeId), restored, 'restore again changes nothing');
+  assert.equal(restored.location, named.mapping.location);
+  assert.equal(restored.devicePath, named.mapping.devicePath);
+  await assert.rejects(
+    acts.dbUpdateMapping(update),
+    (e: ApplicationFailure) => e.type === 'StaleMapping',
+    'its own write, overwritten since, is no longer accepted',
+  );
+
+  assert.equal(await acts.dbDeleteExport({ volumeId: req.volumeId }), true);
+  assert.equal(await acts.dbDeleteExport({ volumeId: req.volumeId }), false);
+  assert.equal(await acts.dbReleaseName({ volumeId: req.volumeId, operationId: req.operationId }), true);
+  assert.equal(await acts.dbReleaseName({ volumeId: req.volumeId, operationId: req.operationId }), false);
+  assert.equal(await getMapping(db.pool, req.volumeId), undefined);
 });
