@@ -20,6 +20,15 @@ const NON_RETRYABLE = [
   'VolumeNotFound',
 ];
 
+/** Control steps, remote or local: the same bounded backoff. */
+const CONTROL_RETRY = {
+  initialInterval: '500 ms',
+  backoffCoefficient: 2,
+  maximumInterval: '20 seconds',
+  maximumAttempts: 8,
+  nonRetryableErrorTypes: NON_RETRYABLE,
+} as const;
+
 /**
  * Activity stubs for one operation. Control activities run on the workflow's own (control)
  * queue; host activities on the appliance's queue, with a schedule-to-start timeout so a dead
@@ -37,13 +46,7 @@ export function activitiesFor(ctx: WorkflowContext) {
     startToCloseTimeout: '3 minutes',
     // The control worker heartbeats while any activity runs: a dead one is noticed in seconds.
     heartbeatTimeout: '10 seconds',
-    retry: {
-      initialInterval: '500 ms',
-      backoffCoefficient: 2,
-      maximumInterval: '20 seconds',
-      maximumAttempts: 8,
-      nonRetryableErrorTypes: NON_RETRYABLE,
-    },
+    retry: CONTROL_RETRY,
   });
   const hostOptions = {
     cancellationType,
@@ -81,13 +84,7 @@ export function activitiesFor(ctx: WorkflowContext) {
     ? proxyLocalActivities<ControlActivities>({
         cancellationType,
         startToCloseTimeout: '30 seconds',
-        retry: {
-          initialInterval: '500 ms',
-          backoffCoefficient: 2,
-          maximumInterval: '20 seconds',
-          maximumAttempts: 8,
-          nonRetryableErrorTypes: NON_RETRYABLE,
-        },
+        retry: CONTROL_RETRY,
       })
     : remoteControl;
   const cloudstack: CloudStackMutations = remoteControl;
