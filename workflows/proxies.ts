@@ -1,5 +1,6 @@
 import {
   ActivityCancellationType,
+  CancellationScope,
   patched,
   proxyActivities,
   proxyLocalActivities,
@@ -81,11 +82,13 @@ export function activitiesFor(ctx: WorkflowContext) {
   // async jobs outlive a workflow task and resume from heartbeat details. Runs started before
   // this change keep every control step remote.
   const control: ControlSteps = patched('control-reads-and-db-writes-local')
-    ? proxyLocalActivities<ControlActivities>({
-        cancellationType,
-        startToCloseTimeout: '30 seconds',
-        retry: CONTROL_RETRY,
-      })
+    ? finishBeforeCancel(
+        proxyLocalActivities<ControlActivities>({
+          cancellationType,
+          startToCloseTimeout: '30 seconds',
+          retry: CONTROL_RETRY,
+        }),
+      )
     : remoteControl;
   const cloudstack: CloudStackMutations = remoteControl;
   // The audit trail is written from the control worker itself: short, local, retried.
@@ -94,6 +97,24 @@ export function activitiesFor(ctx: WorkflowContext) {
     retry: { initialInterval: '200 ms', maximumInterval: '5 seconds', maximumAttempts: 20 },
   });
   return { cloudstack, control, host, correlation, audit };
+}
+
+/**
+ * A local step is never cancelled: it runs to its end and the saga sees the cancel right after
+ * it. Cancelling a local activity in flight could fail the workflow task with a nondeterminism
+ * error ("invalid transition in state machine", SDK 1.24), and the saga then hung or, retried,
+ * left the step's write without its undo (seen in the lab: a detach cancelled with
+ * record-location in flight kept its new row). A database step takes milliseconds; waiting for
+ * it costs nothing. Runs started before this rule keep theirs.
+ */
+function finishBeforeCancel<T extends object>(steps: T): T {
+  if (!patched('local-steps-finish-before-cancel')) return steps;
+  return new Proxy(steps, {
+    get(target, key) {
+      const step = Reflect.get(target, key) as (...args: unknown[]) => Promise<unknown>;
+      return (...args: unknown[]) => CancellationScope.nonCancellable(() => step(...args));
+    },
+  });
 }
 
 /** The control activities that change CloudStack: always remote activities. */

@@ -120,6 +120,15 @@ test('one abort sends the whole VM back: volumes in flight compensate, finished 
       await new Promise((r) => setTimeout(r, 50));
     }
     await op.abort();
+    // CloudStack answers the held attach only once the abort has reached that volume's saga, so
+    // the saga sees the cancel with its attach in flight (otherwise its last step may finish first).
+    const child = s.temporal.workflow.getHandle(`volume:${held}`);
+    for (const deadline = Date.now() + 60_000; ;) {
+      const { events } = await child.fetchHistory();
+      if (events?.some((e) => e.workflowExecutionCancelRequestedEventAttributes)) break;
+      assert.ok(Date.now() < deadline, 'the abort never reached the held volume');
+      await new Promise((r) => setTimeout(r, 50));
+    }
     release();
     await assert.rejects(op.result(), (e: unknown) => e instanceof WorkflowFailedError);
     const p = await op.progress();

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { WorkflowFailedError } from '@temporalio/client';
-import proto from '@temporalio/proto';
 import { listSteps } from '../../src/db/operations.js';
 import type { Failpoint } from '../../src/worker/failpoints.js';
 import type { OperationHandle } from '../../src/client/index.js';
@@ -24,7 +23,6 @@ let s: LabStack;
 before(async () => (s = await startLabStack('steps', { correlationTimeoutMs: 5000 })));
 after(() => s?.close());
 
-const STARTED = proto.temporal.api.enums.v1.PendingActivityState.PENDING_ACTIVITY_STATE_STARTED;
 let n = 0;
 const base = () => ({ applianceVmId: s.applianceVmId });
 const attachInput = (volumeId: string, diskKey: number) => ({
@@ -53,14 +51,16 @@ async function prepare(saga: Saga): Promise<{ volumeId: string; start: () => Pro
 
 const arm = (fp: Failpoint) => s.failpointsFor(fp.activityType).arm(fp);
 
-/** Until the activity is running on a worker (held by its failpoint): Temporal says so. */
-async function waitStarted(h: OperationHandle, activityType: string): Promise<void> {
+/**
+ * Until the step's activity is running on a worker, held by its failpoint. The failpoint's own
+ * `.held` file says so: a local activity (the database and CloudStack-read steps) never shows in
+ * Temporal's pending activities, a remote one does only after it started.
+ */
+async function waitHeld(h: OperationHandle, fp: Failpoint): Promise<void> {
   const wf = s.temporal.workflow.getHandle(h.workflowId, h.runId);
-  for (;;) {
+  while (!(await s.failpointsFor(fp.activityType).held(fp.id))) {
     const d = await wf.describe();
-    const pending = d.raw.pendingActivities ?? [];
-    if (pending.some((a) => a.activityType?.name === activityType && a.state === STARTED)) return;
-    assert.equal(d.status.name, 'RUNNING', `the workflow ended before ${activityType} started`);
+    assert.equal(d.status.name, 'RUNNING', `the workflow ended before ${fp.activityType} started`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }
@@ -120,7 +120,7 @@ for (const saga of Object.keys(STEPS) as Saga[]) {
         };
         await arm(fp);
         const h = await vol.start();
-        await waitStarted(h, activityType);
+        await waitHeld(h, fp);
         await s.temporal.workflow.getHandle(h.workflowId, h.runId).cancel();
         // The activity goes on and acts after the cancel was requested, as a real one would.
         await s.failpointsFor(activityType).release(fp.id);

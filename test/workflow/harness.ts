@@ -453,15 +453,21 @@ export function handleOf(t: Tier, h: OperationHandle): WorkflowHandle {
 }
 
 /**
- * Until the workflow has seen a cancel request: the history holds the request and a workflow
- * task completed after it. For a step in a non-cancellable scope, where no activity hears it.
+ * Until the workflow has seen a cancel request: the history holds the request and (unless
+ * `recordedOnly`) a workflow task completed after it. For a step in a non-cancellable scope,
+ * where no activity hears it; `recordedOnly` for a local step, whose workflow task stays open
+ * while it runs.
  */
-export async function cancelSeenByWorkflow(t: Tier, h: OperationHandle): Promise<void> {
+export async function cancelSeenByWorkflow(t: Tier, h: OperationHandle, recordedOnly = false): Promise<void> {
   const deadline = Date.now() + DEADLINE_MS;
   for (;;) {
     const events = (await handleOf(t, h).fetchHistory()).events ?? [];
     const asked = events.findIndex((e) => e.workflowExecutionCancelRequestedEventAttributes);
-    if (asked >= 0 && events.slice(asked).some((e) => e.workflowTaskCompletedEventAttributes)) return;
+    if (
+      asked >= 0 &&
+      (recordedOnly || events.slice(asked).some((e) => e.workflowTaskCompletedEventAttributes))
+    )
+      return;
     if (Date.now() > deadline) throw new Error('the workflow never processed the cancel request');
     await new Promise((r) => setTimeout(r, 25)); // polling the server: nothing pushes history
   }
