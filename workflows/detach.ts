@@ -45,7 +45,7 @@ export async function detachVolume(input: DetachInput): Promise<OperationResult>
       await saga.step('dm-error', () =>
         acts.host.hostDmEnsureError({ name: m.persistentName, sectors: Math.floor(m.sizeBytes / 512) }),
       );
-    await recordLocation(saga, acts, input, {
+    await recordLocation(saga, acts, input, m, {
       location: 'detached',
       targetVmId: null,
       devicePath: null,

@@ -40,7 +40,7 @@ export async function failoverVolume(input: FailoverInput): Promise<OperationRes
       () => acts.cloudstack.csAttach({ volumeId: input.volumeId, vmId: input.targetVmId, ...deviceId }),
       () => acts.cloudstack.csDetach({ volumeId: input.volumeId, fromVmId: input.targetVmId }),
     );
-    await recordLocation(saga, acts, input, {
+    await recordLocation(saga, acts, input, m, {
       location: 'target',
       targetVmId: input.targetVmId,
       devicePath: null,

@@ -102,10 +102,9 @@ export function activitiesFor(ctx: WorkflowContext) {
 /**
  * A local step is never cancelled: it runs to its end and the saga sees the cancel right after
  * it. Cancelling a local activity in flight could fail the workflow task with a nondeterminism
- * error ("invalid transition in state machine", SDK 1.24), and the saga then hung or, retried,
- * left the step's write without its undo (seen in the lab: a detach cancelled with
- * record-location in flight kept its new row). A database step takes milliseconds; waiting for
- * it costs nothing. Runs started before this rule keep theirs.
+ * error ("invalid transition in state machine", SDK 1.24; seen in the workflow tier) and hang the
+ * saga. A database step takes milliseconds; waiting for it costs nothing. Runs started before
+ * this rule keep theirs.
  */
 function finishBeforeCancel<T extends object>(steps: T): T {
   if (!patched('local-steps-finish-before-cancel')) return steps;

@@ -157,14 +157,26 @@ export async function takeOffAppliance(
   );
 }
 
-/** Record a new location with compare-and-swap; compensation restores the previous row. */
+/**
+ * Record a new location with compare-and-swap; compensation restores the previous row.
+ * `validated`: the row as the saga's validate step read it. It is the row before this saga's
+ * write (the steps between change only devices and CloudStack), and it is already in the history.
+ * A read made here could not be trusted: this is a saga's last step, and when a cancel arrives
+ * while it runs, the server refuses the workflow task that would close the workflow, its local
+ * steps run again, and a second read sees this saga's own write — the undo then put back the new
+ * row instead of the old one (seen in the lab: a detach cancelled at record-location kept its
+ * row). (patched: runs started before read the row here.)
+ */
 export async function recordLocation(
   saga: Saga,
   acts: Activities,
   ctx: WorkflowContext,
+  validated: MappingRecord,
   patch: Required<Omit<MappingPatch, 'sizeBytes' | 'dmState'>> & { dmState: Exclude<DmState, 'absent'> },
 ): Promise<void> {
-  const before = requireName(await acts.control.dbGetMapping(ctx.volumeId), ctx.volumeId);
+  const before = patched('record-location-restores-validated-row')
+    ? validated
+    : requireName(await acts.control.dbGetMapping(ctx.volumeId), ctx.volumeId);
   await recordMapping(saga, acts, ctx, 'record-location', before, patch);
 }
 
