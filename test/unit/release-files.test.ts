@@ -159,6 +159,32 @@ test('docker-compose runs the release image: launcher commands, healthchecks, dr
     parseInt(compose.services['control-worker']!.stop_grace_period!) > 45,
     'longer than grace + force',
   );
+  // The cluster is sized for the workload: shards fixed at creation, dynamic config mounted.
+  const temporal = compose.services['temporal']! as {
+    environment?: Record<string, string>;
+    volumes?: string[];
+  };
+  assert.ok(Number(temporal.environment?.NUM_HISTORY_SHARDS) >= 8, 'enough shards (README sizing)');
+  const mount = temporal.volumes?.find((v) =>
+    v.endsWith(`:/etc/temporal/${temporal.environment?.DYNAMIC_CONFIG_FILE_PATH}:ro`),
+  );
+  assert.ok(
+    mount,
+    `the dynamic config file is mounted where DYNAMIC_CONFIG_FILE_PATH points: ${temporal.volumes}`,
+  );
+  const dyn = YAML.parse(await read(mount.split(':')[0]!.replace(/^\.\//, ''))) as Record<
+    string,
+    { value: unknown }[]
+  >;
+  assert.equal(
+    dyn['frontend.enableUpdateWorkflowExecution']?.[0]?.value,
+    true,
+    'the operator update needs updates',
+  );
+  assert.ok(
+    Number(dyn['history.transferProcessorMaxPollRPS']?.[0]?.value) > 20,
+    'per-shard dispatch cap lifted',
+  );
   // The search attributes temporal-setup registers are the code's.
   const setup = String(compose.services['temporal-setup']!.command);
   const registered = [...setup.matchAll(/--name (\w+) --type (\w+)/g)].map((m) => `${m[1]}=${m[2]}`);
