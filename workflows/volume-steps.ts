@@ -158,14 +158,13 @@ export async function takeOffAppliance(
 }
 
 /**
- * Record a new location with compare-and-swap; compensation restores the previous row.
- * `validated`: the row as the saga's validate step read it. It is the row before this saga's
- * write (the steps between change only devices and CloudStack), and it is already in the history.
- * A read made here could not be trusted: this is a saga's last step, and when a cancel arrives
- * while it runs, the server refuses the workflow task that would close the workflow, its local
- * steps run again, and a second read sees this saga's own write — the undo then put back the new
- * row instead of the old one (seen in the lab: a detach cancelled at record-location kept its
- * row). (patched: runs started before read the row here.)
+ * Record a new location with compare-and-swap; compensation restores the row as the saga's
+ * validate step read it (`validated`: the steps between change only devices and CloudStack).
+ * Not the row read here, beside the write: this is a saga's last step, and when a cancel arrives
+ * while its workflow task runs, the server refuses the task that would close the workflow and its
+ * local steps run again — that second read sees this saga's own write, and an undo restoring it
+ * kept the new row (seen in the lab: detach and failover cancelled at record-location). The read
+ * here gives the compare-and-swap its version (the same commands as before this rule: no patch).
  */
 export async function recordLocation(
   saga: Saga,
@@ -174,10 +173,8 @@ export async function recordLocation(
   validated: MappingRecord,
   patch: Required<Omit<MappingPatch, 'sizeBytes' | 'dmState'>> & { dmState: Exclude<DmState, 'absent'> },
 ): Promise<void> {
-  const before = patched('record-location-restores-validated-row')
-    ? validated
-    : requireName(await acts.control.dbGetMapping(ctx.volumeId), ctx.volumeId);
-  await recordMapping(saga, acts, ctx, 'record-location', before, patch);
+  const now = requireName(await acts.control.dbGetMapping(ctx.volumeId), ctx.volumeId);
+  await recordMapping(saga, acts, ctx, 'record-location', validated, patch, now.version);
 }
 
 /** dm device `name` → linear over `devicePath`. Undo: the table it had before, or none. */
@@ -212,7 +209,10 @@ export async function errorDevice(
   );
 }
 
-/** The mapping row, compare-and-swap against `before`; compensation restores `before`. */
+/**
+ * The mapping row, compare-and-swap against `expectedVersion` (`before`'s by default);
+ * compensation restores `before`.
+ */
 export async function recordMapping(
   saga: Saga,
   acts: Activities,
@@ -220,13 +220,14 @@ export async function recordMapping(
   step: 'record-mapping' | 'record-location',
   before: MappingRecord,
   patch: MappingPatch,
+  expectedVersion = before.version,
 ): Promise<void> {
   await saga.step(
     step,
     () =>
       acts.control.dbUpdateMapping({
         volumeId: ctx.volumeId,
-        expectedVersion: before.version,
+        expectedVersion,
         operationId: ctx.operationId,
         patch,
       }),
