@@ -171,6 +171,9 @@ export class DeviceMapper implements DeviceMapperApi {
     // Already as wanted: success, whoever owns it (e.g. an undo of a step that changed nothing).
     if (same && !current.suspended && !current.inactiveTable) {
       if (ours) await this.cancelDeferredRemove(n);
+      // A retried attempt finds the table its predecessor swapped in, but not whether that one's
+      // cache drop ran (its flushbufs failed, or its worker died first): held open, drop it now.
+      if (ours && current.openCount > 0) await this.dropPageCache(n);
       return { changed: false, previous: current.table };
     }
     if (!ours) {
@@ -196,7 +199,7 @@ export class DeviceMapper implements DeviceMapperApi {
    * open, and an NBD server with a client connected does: without this, that client would keep
    * reading blocks cached from the previous table — the volume's data from before a failover
    * instead of EIO while it is away, and after failback the old contents instead of what the
-   * migrated VM wrote (measured in test/lab/live-replication.lab.test.ts). Dirty pages never
+   * migrated VM wrote (measured in test/lab/sagas-cycle.lab.test.ts, the live replication cases). Dirty pages never
    * cross tables: the suspend before the swap writes them to the old device.
    */
   private async dropPageCache(n: string): Promise<void> {

@@ -212,6 +212,28 @@ describe('DeviceMapper decisions on replayed dmsetup answers', () => {
     assert.ok(r.calls.includes('dmsetup message vmdisk0 0 @cancel_deferred_remove'));
   });
 
+  test('a swap whose cache drop failed: the retry, finding the table already wanted, drops it then', async () => {
+    const r = scripted({
+      'stat -L': [...vdb()['stat -L'], ...vdb()['stat -L']],
+      'blockdev --getsz': [...vdb()['blockdev --getsz'], ...vdb()['blockdev --getsz']],
+      'dmsetup info': [info('L--w', 'VOLLIFE-vmdisk0', 1), info('L--w', 'VOLLIFE-vmdisk0', 1)],
+      'dmsetup table': [{ stdout: '0 2097152 error \n' }, { stdout: LINEAR_VDB }],
+      'blockdev --flushbufs': [
+        { stderr: 'blockdev: ioctl error on BLKFLSBUF: Device or resource busy', exitCode: 1 },
+      ],
+    });
+    const dm = new DeviceMapper({ runner: r.runner });
+    await assert.rejects(dm.ensureLinear('vmdisk0', '/dev/vdb'), /flushbufs/);
+    // Held open (an NBD client): the retry finds the new table and still drops the old one's cache.
+    assert.equal((await dm.ensureLinear('vmdisk0', '/dev/vdb')).changed, false);
+    assert.deepEqual(r.mutations(), [
+      'dmsetup reload vmdisk0 <<0 2097152 linear 254:16 0',
+      'dmsetup resume vmdisk0',
+      'blockdev --flushbufs /dev/mapper/vmdisk0',
+      'blockdev --flushbufs /dev/mapper/vmdisk0',
+    ]);
+  });
+
   test('ensureLinear on a missing device: create with our UUID, table on stdin', async () => {
     const r = scripted({ ...vdb(), 'dmsetup info': [missing] });
     const out = await new DeviceMapper({ runner: r.runner }).ensureLinear('vmdisk0', '/dev/vdb');
