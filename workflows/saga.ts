@@ -153,16 +153,19 @@ export class Saga {
       const summary =
         `${this.type} of volume ${this.ctx.volumeId} ${cancelled ? 'was cancelled' : 'failed'} at step ` +
         `"${failedStep}": ${reason}; ` +
-        (outcome === 'compensated'
-          ? `compensated: ${this.progress.compensationsRun.map((c) => `${c.step}=${c.status}`).join(', ') || 'nothing to undo'}`
-          : 'compensation abandoned by an operator; reconciliation will finish the clean-up');
+        (this.pivoted
+          ? `past its point of no return, nothing undone: run the ${this.type} again to finish it`
+          : outcome === 'compensated'
+            ? `compensated: ${this.progress.compensationsRun.map((c) => `${c.step}=${c.status}`).join(', ') || 'nothing to undo'}`
+            : 'compensation abandoned by an operator; reconciliation will finish the clean-up');
       setCurrentDetails(summary);
       await CancellationScope.nonCancellable(() =>
         this.acts.audit.auditOperationStatus({
           operationId: this.ctx.operationId,
+          // Past the pivot nothing was undone: failed, not "compensated".
           status: cancelled
             ? 'cancelled'
-            : outcome !== 'compensated'
+            : outcome !== 'compensated' || this.pivoted
               ? 'failed'
               : refused
                 ? 'refused'

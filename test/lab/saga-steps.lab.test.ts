@@ -162,7 +162,10 @@ test('delete fails after the pivot (removing the rows): nothing undone, a second
   };
   await arm(fp);
   const h = await start();
-  await expectFailure(outcome(h, s.db.pool), /at step "remove-rows".*nothing to undo/);
+  await expectFailure(
+    outcome(h, s.db.pool),
+    /at step "remove-rows".*past its point of no return, nothing undone/,
+  );
   const mid = await snapshot(s, volumeId);
   assert.equal(mid.exists, false, 'the volume is gone from CloudStack (past the pivot)');
   assert.ok(mid.row, 'its row is left for the retry to remove');
