@@ -199,8 +199,8 @@ export class DeviceMapper implements DeviceMapperApi {
    * open, and an NBD server with a client connected does: without this, that client would keep
    * reading blocks cached from the previous table — the volume's data from before a failover
    * instead of EIO while it is away, and after failback the old contents instead of what the
-   * migrated VM wrote (measured in test/lab/sagas-cycle.lab.test.ts, the live replication cases). Dirty pages never
-   * cross tables: the suspend before the swap writes them to the old device.
+   * migrated VM wrote (measured by the live replication cases of test/lab/sagas-cycle.lab.test.ts).
+   * Dirty pages never cross tables: the suspend before the swap writes them to the old device.
    */
   private async dropPageCache(n: string): Promise<void> {
     const dev = mapperPathFor(n);

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { WorkflowFailedError } from '@temporalio/client';
 import { getMapping } from '../../src/db/mappings.js';
+import { untilCancelRequested } from '../support/saga-state.js';
 import { startStandinStack, type StandinStack } from '../support/standin-stack.js';
 
 /**
@@ -122,13 +123,11 @@ test('one abort sends the whole VM back: volumes in flight compensate, finished 
     await op.abort();
     // CloudStack answers the held attach only once the abort has reached that volume's saga, so
     // the saga sees the cancel with its attach in flight (otherwise its last step may finish first).
-    const child = s.temporal.workflow.getHandle(`volume:${held}`);
-    for (const deadline = Date.now() + 60_000; ;) {
-      const { events } = await child.fetchHistory();
-      if (events?.some((e) => e.workflowExecutionCancelRequestedEventAttributes)) break;
-      assert.ok(Date.now() < deadline, 'the abort never reached the held volume');
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await untilCancelRequested(s.temporal.workflow.getHandle(`volume:${held}`), {
+      processed: false,
+      timeoutMs: 60_000,
+      what: 'the abort never reached the held volume',
+    });
     release();
     await assert.rejects(op.result(), (e: unknown) => e instanceof WorkflowFailedError);
     const p = await op.progress();

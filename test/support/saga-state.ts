@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { WorkflowFailedError } from '@temporalio/client';
+import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import type { Pool } from 'mysql2/promise';
 import { getExport } from '../../src/db/exports.js';
 import { getMapping } from '../../src/db/mappings.js';
@@ -59,6 +59,28 @@ export async function waitForStep(h: { progress(): Promise<SagaProgress> }, step
     const p = await h.progress().catch(() => undefined);
     if (p?.currentStep === step || p?.stepsDone.includes(step)) return;
     await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/**
+ * Until the workflow's history holds a cancel request — and, with `processed`, a workflow task
+ * completed after it (the workflow has seen it). Polls the server: nothing pushes history.
+ */
+export async function untilCancelRequested(
+  wf: WorkflowHandle,
+  opts: { processed: boolean; timeoutMs: number; what: string },
+): Promise<void> {
+  const deadline = Date.now() + opts.timeoutMs;
+  for (;;) {
+    const events = (await wf.fetchHistory()).events ?? [];
+    const asked = events.findIndex((e) => e.workflowExecutionCancelRequestedEventAttributes);
+    if (
+      asked >= 0 &&
+      (!opts.processed || events.slice(asked).some((e) => e.workflowTaskCompletedEventAttributes))
+    )
+      return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${opts.timeoutMs} ms: ${opts.what}`);
+    await new Promise((r) => setTimeout(r, 25));
   }
 }
 

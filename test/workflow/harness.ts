@@ -11,6 +11,7 @@ import type { OperationResult, OperationStatus } from '../../src/domain/operatio
 import { SA } from '../../src/temporal/search-attributes.js';
 import { controlQueue, hostQueue } from '../../src/temporal/task-queues.js';
 import { STEPS } from '../support/saga-steps.js';
+import { untilCancelRequested } from '../support/saga-state.js';
 import {
   exportUri,
   FakeFleet,
@@ -458,19 +459,12 @@ export function handleOf(t: Tier, h: OperationHandle): WorkflowHandle {
  * where no activity hears it; `recordedOnly` for a local step, whose workflow task stays open
  * while it runs.
  */
-export async function cancelSeenByWorkflow(t: Tier, h: OperationHandle, recordedOnly = false): Promise<void> {
-  const deadline = Date.now() + DEADLINE_MS;
-  for (;;) {
-    const events = (await handleOf(t, h).fetchHistory()).events ?? [];
-    const asked = events.findIndex((e) => e.workflowExecutionCancelRequestedEventAttributes);
-    if (
-      asked >= 0 &&
-      (recordedOnly || events.slice(asked).some((e) => e.workflowTaskCompletedEventAttributes))
-    )
-      return;
-    if (Date.now() > deadline) throw new Error('the workflow never processed the cancel request');
-    await new Promise((r) => setTimeout(r, 25)); // polling the server: nothing pushes history
-  }
+export function cancelSeenByWorkflow(t: Tier, h: OperationHandle, recordedOnly = false): Promise<void> {
+  return untilCancelRequested(handleOf(t, h), {
+    processed: !recordedOnly,
+    timeoutMs: DEADLINE_MS,
+    what: 'the workflow never processed the cancel request',
+  });
 }
 
 /** The activity calls of the happy path, each as (activity, its nth call) and the step it precedes. */

@@ -169,17 +169,11 @@ async function faultCase(key: PathKey, happy: HappyRun, call: PlannedCall, kind:
     assert.equal(out.kind === 'failed' && out.type, 'OperationFailed');
     assert.match(out.kind === 'failed' ? out.message : '', new RegExp(`injected: ${call.activity}`));
     if (pastPivot) {
-      // Audited as failed, not "compensated": nothing was undone, and the message says what to do.
+      // Past the pivot nothing is undone, and it is audited so (failed, not "compensated"), with
+      // what to do: the volume is gone from CloudStack; its rows are left for a second delete
+      // (or already gone, if the failed removal acted), which finishes.
       assert.equal(op.status, 'failed');
       assert.match(op.error ?? '', /past its point of no return, nothing undone: run the delete again/);
-    } else {
-      assert.equal(op.status, 'compensated');
-      const list = expectedUndo.map((x) => `${x}=completed`).join(', ') || 'nothing to undo';
-      assert.ok(op.error?.endsWith(`compensated: ${list}`), `${op.error} (expected: ${list})`);
-    }
-    if (pastPivot) {
-      // Past the pivot nothing is undone: the volume is gone from CloudStack; its rows are left
-      // for a second delete (or already gone, if the failed removal acted), which finishes.
       assert.equal(w.volumes.has(s.volumeId), false);
       assert.equal(w.rows.has(s.volumeId), kind === 'fail-before');
       const again = await path.start(t, s);
@@ -188,6 +182,9 @@ async function faultCase(key: PathKey, happy: HappyRun, call: PlannedCall, kind:
       assert.equal(w.rows.size + w.exportRows.size + w.dm.size + w.exports.size, 0);
       return { failedStep: failed[0], namedStep };
     }
+    assert.equal(op.status, 'compensated');
+    const list = expectedUndo.map((x) => `${x}=completed`).join(', ') || 'nothing to undo';
+    assert.ok(op.error?.endsWith(`compensated: ${list}`), `${op.error} (expected: ${list})`);
   }
   assert.ok(namedStep, `the failure names a step: ${op.error}`);
   assert.equal(namedStep, failed[0] ?? completed.at(-1) ?? 'start', ctx);
