@@ -23,10 +23,15 @@ export async function floorWorkflow(shape: Shape): Promise<void> {
   const host = proxyActivities<Noop>({ taskQueue: shape.hostQueue, startToCloseTimeout: '1 minute' });
   const local = proxyLocalActivities<Noop>({ startToCloseTimeout: '10 seconds' });
   for (const task of shape.tasks) {
+    // Remote activities scheduled in one workflow task ran concurrently (a workflow cannot wait
+    // for one inside a task); they are awaited together at the task's end. Local activities run
+    // one after another, in order (the saga's may have overlapped: the floor errs high there).
+    const remote: Promise<void>[] = [];
     for (const item of task) {
       if ('upsert' in item) upsertSearchAttributes([{ key: SA.SagaStep, value: `floor-${item.upsert}` }]);
       else if ('local' in item) await local.noop();
-      else await (item.remote === 'host' ? host : control).noop();
+      else remote.push((item.remote === 'host' ? host : control).noop());
     }
+    await Promise.all(remote);
   }
 }

@@ -3,7 +3,7 @@
 //   node src/cli/service.js --version
 // --env-file reads a systemd EnvironmentFile (values fill in variables not already set), so
 // the installer and operators run a tool with exactly a service's settings.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { versionLine } from '../config/build-info.js';
 import { parseEnvFile } from '../config/env-file.js';
 import { logFatalErrors } from '../worker/fatal.js';
@@ -45,7 +45,11 @@ if (!main) {
   console.error(usage);
   process.exit(2);
 }
+// A release carries the host worker also as one file (scripts/build): the same code, one read
+// and one compile instead of ~700 modules — what an appliance's start-up mostly is.
+const bundled = name === 'host-worker' ? '../worker/host-main.bundle.js' : undefined;
+const entry = bundled && existsSync(new URL(bundled, import.meta.url)) ? bundled : main;
 // The program sees its own arguments where it expects them (after argv[1]).
 process.argv.splice(2, process.argv.length - 2, ...args.slice(1));
 if (name !== 'volumectl' && name !== 'healthcheck') logFatalErrors(`volume-lifecycle ${name}`);
-await import(main);
+await import(entry);

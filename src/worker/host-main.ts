@@ -62,6 +62,8 @@ logger.info(
     taskQueue: hostQueue(cfg.TASK_QUEUE_PREFIX, cfg.APPLIANCE_VM_ID),
     version: build.version,
     buildId: cfg.WORKER_BUILD_ID ?? build.buildId,
+    // A release starts the one-file build of this module (scripts/lib/bundle-host-worker.mjs).
+    oneFile: import.meta.url.endsWith('.bundle.js'),
   },
   'host worker ready',
 );

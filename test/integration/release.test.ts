@@ -268,6 +268,7 @@ describe('installed into a scratch root', () => {
     const ready = await host.waitForLog('host worker ready', 60_000);
     figures['installed host worker: spawn → ready'] = `${ms(t0)} ms`;
     assert.equal(ready.version, version);
+    assert.equal(ready.oneFile, true, 'the unit starts the one-file host worker');
     const [poller] = await pollFor('a poller on the host queue', pollers, 30_000);
     assert.equal(
       poller?.deploymentOptions?.buildId,

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { CancelledFailure, type ApplicationFailure } from '@temporalio/common';
@@ -106,6 +108,7 @@ export async function startTier(): Promise<Tier> {
     volumes,
     fleet,
     async close() {
+      await recordTierHistories(env, prefix);
       fleet.close();
       control.shutdown();
       host.shutdown();
@@ -113,6 +116,32 @@ export async function startTier(): Promise<Tier> {
       await env.teardown();
     },
   };
+}
+
+/**
+ * RECORD_HISTORIES_DIR=dir: every ended workflow of this tier's run is written there, one file
+ * per distinct path (workflow type, how it ended, the activities it called in order) — the
+ * recorded histories of a release, for the replay test of the releases after it.
+ */
+async function recordTierHistories(env: TestWorkflowEnvironment, prefix: string): Promise<void> {
+  const dir = process.env.RECORD_HISTORIES_DIR;
+  if (!dir) return;
+  await mkdir(dir, { recursive: true });
+  const seen = new Set((await readdir(dir)).map((f) => f.replace(/-\d+\.json$/, '')));
+  for await (const w of env.client.workflow.list({ query: `TaskQueue="${controlQueue(prefix)}"` })) {
+    if (w.status.name === 'RUNNING') continue;
+    const history = await env.client.workflow.getHandle(w.workflowId, w.runId).fetchHistory();
+    const calls = (history.events ?? []).map(
+      (e) =>
+        e.activityTaskScheduledEventAttributes?.activityType?.name ??
+        (e.markerRecordedEventAttributes ? 'marker' : ''),
+    );
+    const digest = createHash('sha256').update(calls.join(',')).digest('hex').slice(0, 10);
+    const key = `${w.type}-${w.status.name.toLowerCase()}-${digest}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    await writeFile(path.join(dir, `${key}-0.json`), JSON.stringify(history));
+  }
 }
 
 /** At most `n` cases at a time: the two CPUs are shared (and the server's one shard). */
