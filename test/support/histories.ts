@@ -1,6 +1,7 @@
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { gunzipSync } from 'node:zlib';
 import type { Client } from '@temporalio/client';
 import proto from '@temporalio/proto';
 
@@ -27,14 +28,35 @@ export async function recordHistory(
   await writeFile(path.join(HISTORY_DIR, `${name}.json`), JSON.stringify(history));
 }
 
+/** A release's recorded histories: gzip'd JSON lines of { workflowId, history } (workflow tier). */
+export async function readHistoryLines(file: string): Promise<{ workflowId: string; history: object }[]> {
+  const text = gunzipSync(await readFile(file)).toString('utf8');
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as { workflowId: string; history: object });
+}
+
+/**
+ * Every recorded history: the lab's one-per-file fixtures (`<name>.json`) and each earlier
+ * release's set (`release-<commit>.jsonl.gz`), ids prefixed by the set they come from.
+ */
 export async function loadHistories(): Promise<
   { workflowId: string; history: ReturnType<typeof History.fromObject> }[]
 > {
-  const files = (await readdir(HISTORY_DIR).catch(() => [])).filter((f) => f.endsWith('.json')).sort();
-  return Promise.all(
-    files.map(async (f) => ({
-      workflowId: f.replace(/\.json$/, ''),
-      history: History.fromObject(JSON.parse(await readFile(path.join(HISTORY_DIR, f), 'utf8'))),
-    })),
-  );
+  const files = (await readdir(HISTORY_DIR).catch(() => [])).sort();
+  const out: { workflowId: string; history: ReturnType<typeof History.fromObject> }[] = [];
+  for (const f of files) {
+    if (f.endsWith('.json')) {
+      out.push({
+        workflowId: f.replace(/\.json$/, ''),
+        history: History.fromObject(JSON.parse(await readFile(path.join(HISTORY_DIR, f), 'utf8'))),
+      });
+    } else if (f.endsWith('.jsonl.gz')) {
+      const set = f.replace(/\.jsonl\.gz$/, '');
+      for (const h of await readHistoryLines(path.join(HISTORY_DIR, f)))
+        out.push({ workflowId: `${set}/${h.workflowId}`, history: History.fromObject(h.history) });
+    }
+  }
+  return out;
 }

@@ -5,8 +5,10 @@ import { workflowBundle } from '../../src/worker/bundle.js';
 import { loadHistories } from '../support/histories.js';
 
 /**
- * Replays every recorded saga history (attach, detach, failover, failback, delete, their
- * compensation paths, repair and reconcile) against the current workflow code. A change that
+ * Replays every recorded saga history against the current workflow code: the lab's fixtures of
+ * 11-24 (every saga's paths, repair, reconcile) and each landed release's set recorded by the
+ * workflow tier (`release-<commit>.jsonl.gz`: every saga × every step failing or cancelled;
+ * `RECORD_HISTORIES=test/fixtures/histories/release-<commit>.jsonl.gz ./scripts/test test/workflow/*.test.ts`). A change that
  * would break runs in flight fails here: it must go through patched()/deprecatePatch().
  */
 test('recorded histories of every saga path replay against the current workflow code', async () => {
@@ -22,4 +24,12 @@ test('recorded histories of every saga path replay against the current workflow 
     assert.equal(r.error, undefined, `${r.workflowId}: ${r.error?.message}`);
   }
   assert.deepEqual(seen.sort(), histories.map((h) => h.workflowId).sort(), 'every history was replayed');
+  // The last landed release's set covers every saga ending every way (workflow tier, recorded).
+  const releaseSet = histories.filter((h) => h.workflowId.startsWith('release-')).map((h) => h.workflowId);
+  for (const saga of ['attach', 'create', 'delete', 'detach', 'failback', 'failover'])
+    for (const end of ['completed', 'failed', 'cancelled'])
+      assert.ok(
+        releaseSet.some((id) => id.includes(`/${saga}Volume-${end}-`)),
+        `a recorded ${saga} that ${end}`,
+      );
 });

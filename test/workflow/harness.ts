@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { mkdir, readdir, writeFile } from 'node:fs/promises';
-import path from 'node:path';
+import { appendFile } from 'node:fs/promises';
+import { gzipSync } from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { CancelledFailure, type ApplicationFailure } from '@temporalio/common';
@@ -12,6 +12,7 @@ import { diskSerialFor } from '../../src/cloudstack/serial.js';
 import type { OperationResult, OperationStatus } from '../../src/domain/operations.js';
 import { SA } from '../../src/temporal/search-attributes.js';
 import { controlQueue, hostQueue } from '../../src/temporal/task-queues.js';
+import { readHistoryLines } from '../support/histories.js';
 import { STEPS } from '../support/saga-steps.js';
 import { untilCancelRequested } from '../support/saga-state.js';
 import {
@@ -119,15 +120,16 @@ export async function startTier(): Promise<Tier> {
 }
 
 /**
- * RECORD_HISTORIES_DIR=dir: every ended workflow of this tier's run is written there, one file
- * per distinct path (workflow type, how it ended, the activities it called in order) — the
- * recorded histories of a release, for the replay test of the releases after it.
+ * RECORD_HISTORIES=file.jsonl.gz: every ended workflow of this tier's run is added to that file,
+ * one history per distinct path (workflow type, how it ended, the activities it called in order):
+ * the recorded histories of a release, which test/unit/replay.test.ts replays against the code of
+ * every release after it. Each test file appends its own gzip member.
  */
 async function recordTierHistories(env: TestWorkflowEnvironment, prefix: string): Promise<void> {
-  const dir = process.env.RECORD_HISTORIES_DIR;
-  if (!dir) return;
-  await mkdir(dir, { recursive: true });
-  const seen = new Set((await readdir(dir)).map((f) => f.replace(/-\d+\.json$/, '')));
+  const file = process.env.RECORD_HISTORIES;
+  if (!file?.endsWith('.jsonl.gz')) return;
+  const seen = new Set((await readHistoryLines(file).catch(() => [])).map((h) => h.workflowId));
+  const lines: string[] = [];
   for await (const w of env.client.workflow.list({ query: `TaskQueue="${controlQueue(prefix)}"` })) {
     if (w.status.name === 'RUNNING') continue;
     const history = await env.client.workflow.getHandle(w.workflowId, w.runId).fetchHistory();
@@ -137,11 +139,12 @@ async function recordTierHistories(env: TestWorkflowEnvironment, prefix: string)
         (e.markerRecordedEventAttributes ? 'marker' : ''),
     );
     const digest = createHash('sha256').update(calls.join(',')).digest('hex').slice(0, 10);
-    const key = `${w.type}-${w.status.name.toLowerCase()}-${digest}`;
-    if (seen.has(key)) continue;
-    seen.add(key);
-    await writeFile(path.join(dir, `${key}-0.json`), JSON.stringify(history));
+    const workflowId = `${w.type}-${w.status.name.toLowerCase()}-${digest}`;
+    if (seen.has(workflowId)) continue;
+    seen.add(workflowId);
+    lines.push(JSON.stringify({ workflowId, history }));
   }
+  if (lines.length) await appendFile(file, gzipSync(lines.join('\n') + '\n'));
 }
 
 /** At most `n` cases at a time: the two CPUs are shared (and the server's one shard). */
