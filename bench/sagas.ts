@@ -238,7 +238,8 @@ async function directAttach(volumeId: string, vm: string, disk: number): Promise
     await run(hst.hostResolveConflicts, { name, devicePath: dev.devicePath }),
     await run(ctl.dbClearStaleDevicePath, { devicePath: dev.devicePath, exceptVolumeId: volumeId }),
   ]);
-  await run(hst.hostDmTable, name);
+  const exportName = `migration-vol-${name}`;
+  await run(hst.hostVolumeState, { name, exportName });
   await step('dm-map', () => run(hst.hostDmEnsureLinear, { name, devicePath: dev.devicePath }));
   const m = (await run(ctl.dbGetMapping, volumeId))!;
   await step('record-mapping', () =>
@@ -249,8 +250,6 @@ async function directAttach(volumeId: string, vm: string, disk: number): Promise
       patch: { location: 'appliance', targetVmId: null, devicePath: dev.devicePath, dmState: 'linear' },
     }),
   );
-  const exportName = `migration-vol-${name}`;
-  await run(hst.hostExportConfigured, exportName);
   await run(ctl.dbGetExport, volumeId);
   await step('ensure-export', async () => {
     const r = await run(hst.hostExportEnsure, { exportName, targetPath: `/dev/mapper/${name}` });

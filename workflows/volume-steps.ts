@@ -91,16 +91,24 @@ export async function bringToAppliance(
   }));
 
   const exportName = exportNameOf(a.name);
-  // What the next three steps need to know beforehand, read at once (one round trip instead of
-  // four). Runs started before this change read them one by one, where each is used.
-  const reads = patched('attach-reads-in-parallel')
+  // What the next three steps need to know beforehand, read at once: the appliance's side in one
+  // host call, ours by two local reads beside it. Runs started before this keep theirs: two host
+  // calls beside the local reads (each host completion its own workflow task), or, before that,
+  // every read one by one where it is used.
+  const reads = patched('volume-reads-one-host-call')
     ? await Promise.all([
-        host.hostDmTable(a.name),
+        host.hostVolumeState({ name: a.name, exportName }),
         control.dbGetMapping(ctx.volumeId),
-        host.hostExportConfigured(exportName),
         control.dbGetExport(ctx.volumeId),
-      ])
-    : undefined;
+      ]).then(([h, m, e]) => [h.dmTable, m, h.exportConfigured, e] as const)
+    : patched('attach-reads-in-parallel')
+      ? await Promise.all([
+          host.hostDmTable(a.name),
+          control.dbGetMapping(ctx.volumeId),
+          host.hostExportConfigured(exportName),
+          control.dbGetExport(ctx.volumeId),
+        ])
+      : undefined;
   await mapDevice(saga, acts, a.name, device.devicePath, reads ? reads[0] : await host.hostDmTable(a.name));
 
   const before = requireName(reads ? reads[1] : await control.dbGetMapping(ctx.volumeId), ctx.volumeId);

@@ -47,6 +47,7 @@ const schemas = {
   table: z.object({ name, table: dmTableSchema }),
   exportName: exportNameArg,
   exportRemove: z.object({ exportName, onlyIfTarget: targetPathSchema.optional() }),
+  volumeState: z.object({ name, exportName }),
 };
 /** Parse, throwing the ZodError (named fields) on bad input; returns nothing on purpose. */
 function check(schema: z.ZodType, value: unknown): void {
@@ -170,6 +171,18 @@ export function createHostActivities({ correlator, dm, exports, nbdServer }: Hos
     async hostExportConfigured(exportName: string): Promise<boolean> {
       check(schemas.exportName, { exportName });
       return (await exports.listConfigured()).some((e) => e.exportName === exportName);
+    },
+    /** A volume's appliance side before a saga changes it: its dm table and whether it is exported. */
+    async hostVolumeState(a: {
+      name: string;
+      exportName: string;
+    }): Promise<{ dmTable: DmTable | null; exportConfigured: boolean }> {
+      check(schemas.volumeState, a);
+      const [info, configured] = await Promise.all([dm.info(a.name), exports.listConfigured()]);
+      return {
+        dmTable: info?.table ?? null,
+        exportConfigured: configured.some((e) => e.exportName === a.exportName),
+      };
     },
 
     // --- reconciliation --------------------------------------------------------------------

@@ -771,6 +771,7 @@ function hostCases(): ActivityCase<HostActs>[] {
       a.hostResolveConflicts({ name: n, devicePath: '/dev/vdb' }),
     );
     add(`hostDmTable ${s}`, 'name', (a) => a.hostDmTable(n));
+    add(`hostVolumeState name=${s}`, 'name', (a) => a.hostVolumeState({ name: n, exportName: okExport }));
   }
   for (const p of BAD_DEVICE_PATHS) {
     const s = show(p);

@@ -68,6 +68,7 @@ export const READ_ONLY: ReadonlySet<ActivityName> = new Set<ActivityName>([
   'hostWaitGone',
   'hostDmTable',
   'hostExportConfigured',
+  'hostVolumeState',
   'hostInventory',
 ]);
 
@@ -936,6 +937,11 @@ export class FakeFleet {
         run('hostExportRemove', [a], (w) => w.exportRemove(a)),
       hostExportConfigured: (exportName: string) =>
         run('hostExportConfigured', [exportName], (w) => w.exports.has(exportName)),
+      hostVolumeState: (a: { name: string; exportName: string }) =>
+        run('hostVolumeState', [a], (w) => ({
+          dmTable: clone(w.dm.get(a.name)?.table ?? null),
+          exportConfigured: w.exports.has(a.exportName),
+        })),
       hostInventory: () => run('hostInventory', [], (w) => w.inventory()),
       hostRemoveIdleDm: (a: { name: string }) =>
         run('hostRemoveIdleDm', [a], (w): 'removed' | 'open' | 'gone' => {
