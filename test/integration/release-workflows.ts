@@ -26,3 +26,12 @@ export async function correlateOn(
 ): Promise<{ devicePath: string; serial: string }> {
   return host(queue).hostCorrelate({ serial, timeoutMs: 60_000 });
 }
+
+/** Two steps, as a saga has: the first may be in flight on one worker, the next on its successor. */
+export async function correlateThenListOn(
+  queue: string,
+  serial: string,
+): Promise<{ devicePath: string; devices: string[] }> {
+  const { devicePath } = await host(queue).hostCorrelate({ serial, timeoutMs: 60_000 });
+  return { devicePath, devices: await host(queue).hostListDevices() };
+}

@@ -411,17 +411,69 @@ describe('installed into a scratch root', () => {
     const stale = inRoot('opt/volume-lifecycle/releases/0.0.1');
     await mkdir(stale);
     const v2 = `${version}.up2`;
-    const t0 = Date.now();
-    const r = await execa(path.join(await release(v2), 'install'), ['--root', sroot], {
-      reject: false,
-      all: true,
+    const v2dir = await release(v2);
+
+    // A step in flight on the running release's worker when the upgrade comes: that worker
+    // finishes it while draining (what systemd's restart gives it: SIGTERM, then the grace); the
+    // new release's worker, started from the same unit, runs the step after it.
+    const old = await startInstalledHostWorker();
+    assert.equal((await old.waitForLog('host worker ready', 60_000)).version, version);
+    const connection = await NativeConnection.connect({ address: TEMPORAL_ADDRESS });
+    const wfQueue = `${prefix}-upgrade-wf`;
+    const wf = await Worker.create({
+      connection,
+      taskQueue: wfQueue,
+      workflowsPath: fileURLToPath(new URL('./release-workflows.ts', import.meta.url)),
     });
-    assert.equal(r.exitCode, 0, r.all);
-    figures['upgrade --root (copy, switch)'] = `${(ms(t0) / 1000).toFixed(1)} s`;
+    const running = wf.run();
+    let upgradeOutput: string | undefined;
+    try {
+      const serial = `upgrade-${randomUUID().slice(0, 8)}`;
+      const h = await temporal.client.workflow.start('correlateThenListOn', {
+        taskQueue: wfQueue,
+        workflowId: `${prefix}-upgrade`,
+        args: [queue, serial],
+        workflowExecutionTimeout: '2 minutes',
+      });
+      await pollFor(
+        'the first step is running on the old release',
+        async () => ((await h.describe()).raw.pendingActivities?.[0]?.state === 2 ? true : undefined),
+        30_000,
+      );
+      const t0 = Date.now();
+      const r = await execa(path.join(v2dir, 'install'), ['--root', sroot], { reject: false, all: true });
+      assert.equal(r.exitCode, 0, r.all);
+      upgradeOutput = r.all;
+      figures['upgrade --root (copy, switch)'] = `${(ms(t0) / 1000).toFixed(1)} s`;
+      old.proc.kill('SIGTERM');
+      await old.waitForLog('host worker draining', 10_000);
+      await mkdir(path.join(sysfs(), 'block/vdd'));
+      await writeFile(path.join(sysfs(), 'block/vdd/size'), '4096\n');
+      await writeFile(path.join(sysfs(), 'block/vdd/serial'), `${serial}\n`);
+      assert.equal(await old.exited, 0, `the old worker drained and exited\n${old.output.join('\n')}`);
+      const next = await startInstalledHostWorker();
+      assert.equal((await next.waitForLog('host worker ready', 60_000)).version, v2);
+      const result = await h.result();
+      assert.equal(result.devicePath, '/dev/vdd', 'the step in flight finished on the old release');
+      assert.ok(result.devices.includes('vdd'), 'the next step ran');
+      const ran = (await h.fetchHistory()).events
+        ?.map((e) => e.activityTaskStartedEventAttributes?.identity)
+        .filter((i): i is string => !!i);
+      assert.equal(ran?.length, 2, 'each step ran once: nothing lost, nothing run twice');
+      assert.ok(ran[0]!.endsWith(`/${version}`), `first step on ${version}: ${ran[0]}`);
+      assert.ok(ran[1]!.endsWith(`/${v2}`), `next step on ${v2}: ${ran[1]}`);
+      next.proc.kill('SIGTERM');
+      assert.equal(await next.exited, 0);
+    } finally {
+      wf.shutdown();
+      await running;
+      await connection.close();
+    }
     assert.equal(await readlink(inRoot('opt/volume-lifecycle/current')), `releases/${v2}`);
     assert.equal(await readFile(envFile, 'utf8'), edited, 'an edited env file is never overwritten');
-    assert.match(r.all, /kept \/etc\/volume-lifecycle\/host-worker.env/);
-    assert.match(r.all, new RegExp(`upgrading ${version.replace(/[.+~]/g, '\\$&')} -> `));
+    assert.ok(upgradeOutput !== undefined);
+    assert.match(upgradeOutput, /kept \/etc\/volume-lifecycle\/host-worker.env/);
+    assert.match(upgradeOutput, new RegExp(`upgrading ${version.replace(/[.+~]/g, '\\$&')} -> `));
     assert.deepEqual(
       (await readdir(inRoot('opt/volume-lifecycle/releases'))).sort(),
       [version, v2].sort(),
