@@ -1,6 +1,6 @@
 import { execa } from 'execa';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -54,6 +54,21 @@ export async function installInto(app: string, root: string, role: string, sets:
 export const UNIT_DIR = 'usr/local/lib/systemd/system';
 
 /**
+ * The unpacked release `app` under another version number, as the next release to upgrade to:
+ * a hard-linked copy beside it with its own build-info.json (replaced, not written through the
+ * link). Same code: what an upgrade does to running work, not what new code does (replay tests).
+ */
+export async function releaseAs(app: string, version: string): Promise<string> {
+  const dir = path.join(path.dirname(app), `volume-lifecycle-${version}`);
+  await execa('cp', ['-al', app, dir]);
+  const f = path.join(dir, 'build-info.json');
+  const info = JSON.parse(await readFile(f, 'utf8')) as Record<string, string>;
+  await rm(f);
+  await writeFile(f, JSON.stringify({ ...info, version, buildId: version }));
+  return dir;
+}
+
+/**
  * A unit's command line and environment as systemd would give them, for a release installed
  * with `--root ROOT`: ExecStart (a plain command line; the installed system's paths moved under
  * ROOT), Environment= and the EnvironmentFile= contents, over PATH only.
@@ -96,6 +111,8 @@ export async function installedService(
   env: Record<string, string>;
   version: string;
   root: string;
+  /** The unpacked release it was installed from. */
+  app: string;
   cleanup: () => Promise<void>;
 }> {
   const work = await mkdtemp(path.join(tmpdir(), 'vl-installed-'));
@@ -112,6 +129,7 @@ export async function installedService(
       env,
       version: path.basename(app).replace(/^volume-lifecycle-/, ''),
       root,
+      app,
       cleanup: () => rm(work, { recursive: true, force: true }),
     };
   } catch (err) {

@@ -11,7 +11,7 @@ import { CloudStackClient } from '../../src/cloudstack/client.js';
 import { startSimulator, type HypervisorBackend } from '../cloudstack-sim/index.js';
 import { localRunner } from '../../src/command/runner.js';
 import { listExports } from '../../src/nbd/nbdinfo.js';
-import { installedService } from './release.js';
+import { installedService, releaseAs } from './release.js';
 import { FileTargetHypervisor, QmpHypervisor, startLab, type GuestProcess, type Lab } from './index.js';
 import { connectClient } from '../../src/temporal/connection.js';
 import { Failpoints } from '../../src/worker/failpoints.js';
@@ -48,6 +48,10 @@ export interface LabStack {
   hypervisorOverride: { wrap?: (inner: HypervisorBackend) => HypervisorBackend };
   /** kill -9 the appliance's host worker; resolves once its supervisor has started a new one. */
   restartHostWorker(): Promise<void>;
+  /** Install the next release (this one as `version`) and restart the unit; the old worker, draining. */
+  upgradeHostWorker(version: string): Promise<GuestProcess>;
+  /** The installed release's version the host worker was first started from. */
+  hostWorkerVersion(): string | undefined;
   /** How many times the supervisor has started a new host worker. */
   hostWorkerRestarts(): number;
   /** Wait until the supervisor has started host worker number `after + 1` (after a crash). */
@@ -152,11 +156,12 @@ export async function startLabStack(opts: LabStackOptions): Promise<LabStack> {
       FAILPOINTS_DIR: hostFailpoints.dir,
     };
     let command: HostWorkerCommand;
+    let installed: Awaited<ReturnType<typeof installedService>> | undefined;
     if ((opts.hostWorker ?? process.env.LAB_HOST_WORKER ?? 'release') === 'release') {
       // One difference from an appliance: the guest has no systemd to run the nbdkit unit, so
       // NBD_MANAGE_SERVER=true lets the host worker start nbdkit (daemonized: it outlives the
       // worker), the setting for appliances without that unit.
-      const installed = await installedService('appliance', 'volume-lifecycle-host-worker.service', {
+      installed = await installedService('appliance', 'volume-lifecycle-host-worker.service', {
         ...settings,
         NBD_MANAGE_SERVER: 'true',
       });
@@ -242,6 +247,25 @@ export async function startLabStack(opts: LabStackOptions): Promise<LabStack> {
           throw new Error(`the host worker was not restarted within ${timeoutMs} ms`);
         await new Promise((r) => setTimeout(r, 100));
       }
+    };
+    /**
+     * An upgrade as an appliance gets one: the next release (this one as `version`) installed
+     * with its installer over the running one, then the unit restarted — SIGTERM (the worker
+     * drains), and the supervisor starts the unit's command line again, which now runs the new
+     * release. Returns the old worker, draining.
+     */
+    const upgradeHostWorker = async (version: string) => {
+      if (!installed) throw new Error('upgradeHostWorker: the host worker runs from the checkout');
+      const next = await releaseAs(installed.app, version);
+      const r = await execa(path.join(next, 'install'), ['--root', installed.root], {
+        all: true,
+        reject: false,
+      });
+      if (r.exitCode !== 0) throw new Error(`upgrade to ${version} failed:\n${r.all}`);
+      const old = guestWorker;
+      expectedDeaths++;
+      await old.kill('TERM');
+      return old;
     };
     const restartHostWorker = async () => {
       const before = hostRestarts;
@@ -330,6 +354,8 @@ export async function startLabStack(opts: LabStackOptions): Promise<LabStack> {
       volumeDir,
       hypervisorOverride,
       restartHostWorker,
+      upgradeHostWorker,
+      hostWorkerVersion: () => installed?.version,
       hostWorkerRestarts: () => hostRestarts,
       waitHostWorkerRestart,
       async waitControlWorkerDead(timeoutMs = 60_000) {

@@ -30,7 +30,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
 import { parseEnvFile } from '../../src/config/env-file.js';
-import { fromUnit as unitCommand, releaseArtifact } from '../../harness/lab/release.js';
+import { fromUnit as unitCommand, releaseArtifact, releaseAs } from '../../harness/lab/release.js';
 import { loadConfig } from '../../src/config/index.js';
 import { dropDatabase } from '../../src/db/pool.js';
 import { connectClient } from '../../src/temporal/connection.js';
@@ -396,22 +396,11 @@ describe('installed into a scratch root', () => {
     const envFile = inRoot('etc/volume-lifecycle/host-worker.env');
     const edited = `${await readFile(envFile, 'utf8')}\n# edited by the operator\nLOG_LEVEL=debug\n`;
     await writeFile(envFile, edited);
-    // Two more "versions": this release under other version numbers (hard-linked copies, with
-    // build-info.json replaced, not written through the link).
-    const release = async (v: string) => {
-      const dir = path.join(work, `volume-lifecycle-${v}`);
-      await execa('cp', ['-al', app, dir]);
-      const f = path.join(dir, 'build-info.json');
-      const info = JSON.parse(await readFile(f, 'utf8')) as Record<string, string>;
-      await rm(f);
-      await writeFile(f, JSON.stringify({ ...info, version: v, buildId: v }));
-      return dir;
-    };
     // An older release left from before (the installer keeps only this one and the previous).
     const stale = inRoot('opt/volume-lifecycle/releases/0.0.1');
     await mkdir(stale);
     const v2 = `${version}.up2`;
-    const v2dir = await release(v2);
+    const v2dir = await releaseAs(app, v2);
 
     // A step in flight on the running release's worker when the upgrade comes: that worker
     // finishes it while draining (what systemd's restart gives it: SIGTERM, then the grace); the

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { after, before, test } from 'node:test';
 import { getMapping } from '../../src/db/mappings.js';
 import type { SagaProgress } from '../../src/domain/operations.js';
@@ -12,8 +13,9 @@ import { killLiveClients, NbdStream } from '../support/nbd-live.js';
  * after every device step of every saga (test/support/crash-cases.ts); its supervisor starts a
  * new one. The control worker's steps: test/integration/crash-control.test.ts.
  *
+ * Then an upgrade of the installed release with an attach in flight (the old worker drains).
  * Throughout, a replication stream (libnbd, one connection) writes and reads back another
- * volume's export: the NBD server outlives every one of those crashes (last test).
+ * volume's export: the NBD server outlives every one of those crashes and the upgrade (last test).
  */
 let s: LabStack;
 let stream: NbdStream;
@@ -87,6 +89,55 @@ crashAtEveryStep(
   ['attach', 'detach', 'failover', 'failback', 'delete'],
   'host',
 );
+
+test('an upgrade of the appliance with an attach in flight: the old release finishes its step while draining, the new one runs the rest', async () => {
+  const volumeId = await s.createVolume();
+  const from = s.hostWorkerVersion();
+  assert.ok(from, 'the lab runs the installed release');
+  const to = `${from}.next`;
+  const fp = {
+    id: `upgrade-${randomUUID().slice(0, 8)}`,
+    workflowId: `volume:${volumeId}`,
+    activityType: 'hostDmEnsureLinear',
+    action: 'hold' as const,
+  };
+  const failpoints = s.failpointsFor(fp.activityType);
+  await failpoints.arm(fp);
+  const restarts = s.hostWorkerRestarts();
+  const h = await s.volumes.attach({
+    applianceVmId: s.applianceVmId,
+    volumeId,
+    sourceVmName: 'upgradevm',
+    diskKey: 2000,
+  });
+  while (!(await failpoints.held(fp.id))) await new Promise((r) => setTimeout(r, 200));
+  const old = await s.upgradeHostWorker(to);
+  await old.waitForLog(/host worker draining/, 30_000);
+  await failpoints.release(fp.id);
+  await s.waitHostWorkerRestart(restarts);
+  assert.equal((await old.status()).exitCode, 0, 'the old release drained and exited cleanly');
+  const r = await h.result();
+  assert.equal(r.access?.persistentName, 'upgradevmdisk0');
+
+  // Who ran which step: each host step once, dm-map on the old release, the export on the new.
+  const events = (await s.temporal.workflow.getHandle(h.workflowId, h.runId).fetchHistory()).events ?? [];
+  const typeOf = new Map<string, string>();
+  const ranOn: Record<string, string[]> = {};
+  for (const e of events) {
+    const sched = e.activityTaskScheduledEventAttributes;
+    if (sched) typeOf.set(String(e.eventId), sched.activityType?.name ?? '');
+    const started = e.activityTaskStartedEventAttributes;
+    if (started) {
+      const type = typeOf.get(String(started.scheduledEventId)) ?? '?';
+      (ranOn[type] ??= []).push(String(started.identity).split(' volume-lifecycle/')[1] ?? '?');
+    }
+  }
+  assert.deepEqual(ranOn.hostDmEnsureLinear, [from], JSON.stringify(ranOn));
+  assert.deepEqual(ranOn.hostExportEnsure, [to], JSON.stringify(ranOn));
+  assert.equal((await getMapping(s.db.pool, volumeId))?.dmState, 'linear');
+  assert.ok((await s.servedExports()).includes('migration-vol-upgradevmdisk0'));
+  await assertConsistent(s, 'after the upgrade');
+});
 
 test('the replication stream ran error-free through every host worker crash above, on the same nbdkit', async () => {
   const crashes = s.hostWorkerRestarts() - restartsBefore;
