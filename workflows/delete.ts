@@ -1,4 +1,4 @@
-import { CancellationScope, isCancellation, patched } from '@temporalio/workflow';
+import { CancellationScope, isCancellation } from '@temporalio/workflow';
 import type { DeleteInput, OperationResult } from '../src/domain/operations.js';
 import { diskSerialFor } from '../src/cloudstack/serial.js';
 import { activitiesFor } from './proxies.js';
@@ -91,7 +91,7 @@ export async function deleteVolume(input: DeleteInput): Promise<OperationResult>
         // (patched: a delete that failed there under the previous release compensated.)
         if (
           isCancellation(err) ||
-          !patched('delete-asks-cloudstack-after-failed-delete') ||
+          !acts.has('delete-asks-cloudstack-after-failed-delete') ||
           (await control.csGetVolume(input.volumeId))
         )
           throw err;

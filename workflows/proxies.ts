@@ -36,10 +36,11 @@ const CONTROL_RETRY = {
  * appliance shows as a failure instead of an endless wait.
  */
 export function activitiesFor(ctx: WorkflowContext) {
+  const has = changesInForce();
   // On cancel, wait for the step in flight to settle before compensating: an activity told to
   // stop may still act (a dm reload, a CloudStack job), and an undo that runs before it would
   // undo nothing and leave the late action behind. Runs started before this rule keep theirs.
-  const cancellationType = patched('cancel-waits-for-step-in-flight')
+  const cancellationType = has('cancel-waits-for-step-in-flight')
     ? ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
     : ActivityCancellationType.TRY_CANCEL;
   const remoteControl = proxyActivities<ControlActivities>({
@@ -81,8 +82,9 @@ export function activitiesFor(ctx: WorkflowContext) {
   // the worker dies before its workflow task completes). CloudStack mutations stay remote: their
   // async jobs outlive a workflow task and resume from heartbeat details. Runs started before
   // this change keep every control step remote.
-  const control: ControlSteps = patched('control-reads-and-db-writes-local')
+  const control: ControlSteps = has('control-reads-and-db-writes-local')
     ? finishBeforeCancel(
+        has,
         proxyLocalActivities<ControlActivities>({
           cancellationType,
           startToCloseTimeout: '30 seconds',
@@ -96,7 +98,28 @@ export function activitiesFor(ctx: WorkflowContext) {
     startToCloseTimeout: '10 seconds',
     retry: { initialInterval: '200 ms', maximumInterval: '5 seconds', maximumAttempts: 20 },
   });
-  return { cloudstack, control, host, correlation, audit };
+  return { cloudstack, control, host, correlation, audit, has };
+}
+
+/** The workflow-code changes made through `patched()` before the baseline below. */
+type Change =
+  | 'cancel-waits-for-step-in-flight'
+  | 'control-reads-and-db-writes-local'
+  | 'local-steps-finish-before-cancel'
+  | 'volume-reads-one-host-call'
+  | 'attach-reads-in-parallel'
+  | 'delete-asks-cloudstack-after-failed-delete';
+
+/**
+ * Whether a change is in force for this run. Each `patched()` costs every new run a marker and a
+ * TemporalChangeVersion upsert; a run started on this code or later records one marker,
+ * `baseline-2026-12-04`, that stands for every change before it, and has them all without theirs.
+ * A run started before it (no baseline marker in its history) checks each change on its own,
+ * exactly as it did. Checked once, at the workflow's start.
+ */
+function changesInForce(): (change: Change) => boolean {
+  const baseline = patched('baseline-2026-12-04');
+  return (change) => baseline || patched(change);
 }
 
 /**
@@ -106,8 +129,8 @@ export function activitiesFor(ctx: WorkflowContext) {
  * saga. A database step takes milliseconds; waiting for it costs nothing. Runs started before
  * this rule keep theirs.
  */
-function finishBeforeCancel<T extends object>(steps: T): T {
-  if (!patched('local-steps-finish-before-cancel')) return steps;
+function finishBeforeCancel<T extends object>(has: (change: Change) => boolean, steps: T): T {
+  if (!has('local-steps-finish-before-cancel')) return steps;
   return new Proxy(steps, {
     get(target, key) {
       const step = Reflect.get(target, key) as (...args: unknown[]) => Promise<unknown>;

@@ -2,7 +2,6 @@ import type { MappingPatch, MappingRecord } from '../src/db/mappings.js';
 import type { VolumeAccess, WorkflowContext } from '../src/domain/operations.js';
 import { diskSerialFor } from '../src/cloudstack/serial.js';
 import type { Activities } from './proxies.js';
-import { patched } from '@temporalio/workflow';
 import { exportNameOf, mapperPathOf } from '../src/domain/device-names.js';
 import { permanentFailure, type Saga } from './saga.js';
 import type { DmState } from '../src/domain/mapping.js';
@@ -95,13 +94,13 @@ export async function bringToAppliance(
   // host call, ours by two local reads beside it. Runs started before this keep theirs: two host
   // calls beside the local reads (each host completion its own workflow task), or, before that,
   // every read one by one where it is used.
-  const reads = patched('volume-reads-one-host-call')
+  const reads = acts.has('volume-reads-one-host-call')
     ? await Promise.all([
         host.hostVolumeState({ name: a.name, exportName }),
         control.dbGetMapping(ctx.volumeId),
         control.dbGetExport(ctx.volumeId),
       ]).then(([h, m, e]) => [h.dmTable, m, h.exportConfigured, e] as const)
-    : patched('attach-reads-in-parallel')
+    : acts.has('attach-reads-in-parallel')
       ? await Promise.all([
           host.hostDmTable(a.name),
           control.dbGetMapping(ctx.volumeId),

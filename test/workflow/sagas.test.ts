@@ -85,6 +85,14 @@ describe('each saga, no fault', { concurrency: true }, () => {
       );
       assert.ok(!s.world.audit(h.operationId).some((e) => !e.startsWith('forward:')), 'nothing compensated');
 
+      // Every workflow-code change before it is one marker (and one upsert) in a new run's history.
+      const events = (await handleOf(t, h).fetchHistory()).events ?? [];
+      assert.equal(
+        events.filter((e) => e.markerRecordedEventAttributes?.markerName === 'core_patch').length,
+        1,
+        'a new run records one version marker (the baseline), not one per change',
+      );
+
       const sa = (await handleOf(t, h).describe()).typedSearchAttributes;
       assert.equal(sa.get(SA.SagaStep), 'done');
       assert.equal(sa.get(SA.OperationType), path.saga);
