@@ -252,6 +252,25 @@ describe('installed into a scratch root', () => {
     return s;
   };
 
+  /** A workflow worker of this test (release-workflows.ts), whose workflows call the host queue. */
+  async function withTestWorkflows(name: string, body: (wfQueue: string) => Promise<void>) {
+    const connection = await NativeConnection.connect({ address: TEMPORAL_ADDRESS });
+    const wfQueue = `${prefix}-${name}`;
+    const wf = await Worker.create({
+      connection,
+      taskQueue: wfQueue,
+      workflowsPath: fileURLToPath(new URL('./release-workflows.ts', import.meta.url)),
+    });
+    const running = wf.run();
+    try {
+      await body(wfQueue);
+    } finally {
+      wf.shutdown();
+      await running;
+      await connection.close();
+    }
+  }
+
   async function pollers() {
     const r = await temporal.connection.workflowService.describeTaskQueue({
       namespace: 'default',
@@ -301,15 +320,7 @@ describe('installed into a scratch root', () => {
       assert.match(doctor.stdout, new RegExp(`^  OK +${ok}:`, 'm'), `doctor: ${ok}\n${doctor.all}`);
 
     // Activities for a workflow: a workflow worker of this test calls the host queue.
-    const connection = await NativeConnection.connect({ address: TEMPORAL_ADDRESS });
-    const wfQueue = `${prefix}-release-wf`;
-    const wf = await Worker.create({
-      connection,
-      taskQueue: wfQueue,
-      workflowsPath: fileURLToPath(new URL('./release-workflows.ts', import.meta.url)),
-    });
-    const running = wf.run();
-    try {
+    await withTestWorkflows('release-wf', async (wfQueue) => {
       const devices = await temporal.client.workflow.execute('listDevicesOn', {
         taskQueue: wfQueue,
         workflowId: `${prefix}-list`,
@@ -341,11 +352,7 @@ describe('installed into a scratch root', () => {
       assert.equal(r.devicePath, '/dev/vdc', 'the draining worker finished the step in flight');
       assert.equal(await host.exited, 0, `clean exit after draining\n${host.output.join('\n')}`);
       assert.ok(host.logs.some((l) => l.msg === 'host worker stopped'));
-    } finally {
-      wf.shutdown();
-      await running;
-      await connection.close();
-    }
+    });
   });
 
   test('the installed release runs the database migrations (volume-lifecycle migrate)', async () => {
@@ -407,16 +414,8 @@ describe('installed into a scratch root', () => {
     // new release's worker, started from the same unit, runs the step after it.
     const old = await startInstalledHostWorker();
     assert.equal((await old.waitForLog('host worker ready', 60_000)).version, version);
-    const connection = await NativeConnection.connect({ address: TEMPORAL_ADDRESS });
-    const wfQueue = `${prefix}-upgrade-wf`;
-    const wf = await Worker.create({
-      connection,
-      taskQueue: wfQueue,
-      workflowsPath: fileURLToPath(new URL('./release-workflows.ts', import.meta.url)),
-    });
-    const running = wf.run();
     let upgradeOutput: string | undefined;
-    try {
+    await withTestWorkflows('upgrade-wf', async (wfQueue) => {
       const serial = `upgrade-${randomUUID().slice(0, 8)}`;
       const h = await temporal.client.workflow.start('correlateThenListOn', {
         taskQueue: wfQueue,
@@ -453,11 +452,7 @@ describe('installed into a scratch root', () => {
       assert.ok(ran[1]!.endsWith(`/${v2}`), `next step on ${v2}: ${ran[1]}`);
       next.proc.kill('SIGTERM');
       assert.equal(await next.exited, 0);
-    } finally {
-      wf.shutdown();
-      await running;
-      await connection.close();
-    }
+    });
     assert.equal(await readlink(inRoot('opt/volume-lifecycle/current')), `releases/${v2}`);
     assert.equal(await readFile(envFile, 'utf8'), edited, 'an edited env file is never overwritten');
     assert.ok(upgradeOutput !== undefined);
