@@ -143,13 +143,17 @@ describe('the artifact', () => {
 describe('installed into a scratch root', () => {
   const sysfs = () => path.join(work, 'sys');
   const exportsDir = () => inRoot('run/volume-lifecycle/exports');
+  /** A disk appearing in the stand-in sysfs tree, as a hot-plug would show it. */
+  const plugDisk = async (name: string, serial: string, sectors = 4096) => {
+    await mkdir(path.join(sysfs(), 'block', name), { recursive: true });
+    await writeFile(path.join(sysfs(), 'block', name, 'serial'), `${serial}\n`);
+    await writeFile(path.join(sysfs(), 'block', name, 'size'), `${sectors}\n`);
+  };
 
   test('install --root: release, current link, units, env files from the templates with --set', async () => {
     sroot = path.join(work, 'root');
     await mkdir(sroot);
-    await mkdir(path.join(sysfs(), 'block/vdb'), { recursive: true });
-    await writeFile(path.join(sysfs(), 'block/vdb/serial'), 'root-disk-serial\n');
-    await writeFile(path.join(sysfs(), 'block/vdb/size'), '2048\n');
+    await plugDisk('vdb', 'root-disk-serial', 2048);
     const t0 = Date.now();
     const r = await execa(
       path.join(app, 'install'),
@@ -271,6 +275,28 @@ describe('installed into a scratch root', () => {
     }
   }
 
+  /** Start a test workflow whose first step waits on the host worker for the disk `serial`. */
+  async function startWaitingForDisk(
+    wfQueue: string,
+    workflow: 'correlateOn' | 'correlateThenListOn',
+    id: string,
+    serial: string,
+  ) {
+    const h = await temporal.client.workflow.start(workflow, {
+      taskQueue: wfQueue,
+      workflowId: `${prefix}-${id}`,
+      args: [queue, serial],
+      workflowExecutionTimeout: '2 minutes',
+    });
+    // PendingActivityState STARTED = 2: the worker holds the step.
+    await pollFor(
+      `the first step of ${workflow} is running`,
+      async () => ((await h.describe()).raw.pendingActivities?.[0]?.state === 2 ? true : undefined),
+      30_000,
+    );
+    return h;
+  }
+
   async function pollers() {
     const r = await temporal.connection.workflowService.describeTaskQueue({
       namespace: 'default',
@@ -331,23 +357,10 @@ describe('installed into a scratch root', () => {
 
       // Drain: a step waiting for its disk when SIGTERM comes still finishes (one attempt).
       const serial = `drain-${randomUUID().slice(0, 8)}`;
-      const h = await temporal.client.workflow.start('correlateOn', {
-        taskQueue: wfQueue,
-        workflowId: `${prefix}-drain`,
-        args: [queue, serial],
-        workflowExecutionTimeout: '2 minutes',
-      });
-      // PendingActivityState STARTED = 2: the worker holds the step.
-      await pollFor(
-        'the correlate step is running',
-        async () => ((await h.describe()).raw.pendingActivities?.[0]?.state === 2 ? true : undefined),
-        30_000,
-      );
+      const h = await startWaitingForDisk(wfQueue, 'correlateOn', 'drain', serial);
       host.proc.kill('SIGTERM');
       await host.waitForLog('host worker draining', 10_000);
-      await mkdir(path.join(sysfs(), 'block/vdc'));
-      await writeFile(path.join(sysfs(), 'block/vdc/size'), '4096\n');
-      await writeFile(path.join(sysfs(), 'block/vdc/serial'), `${serial}\n`);
+      await plugDisk('vdc', serial);
       const r = (await h.result()) as { devicePath: string };
       assert.equal(r.devicePath, '/dev/vdc', 'the draining worker finished the step in flight');
       assert.equal(await host.exited, 0, `clean exit after draining\n${host.output.join('\n')}`);
@@ -417,17 +430,7 @@ describe('installed into a scratch root', () => {
     let upgradeOutput: string | undefined;
     await withTestWorkflows('upgrade-wf', async (wfQueue) => {
       const serial = `upgrade-${randomUUID().slice(0, 8)}`;
-      const h = await temporal.client.workflow.start('correlateThenListOn', {
-        taskQueue: wfQueue,
-        workflowId: `${prefix}-upgrade`,
-        args: [queue, serial],
-        workflowExecutionTimeout: '2 minutes',
-      });
-      await pollFor(
-        'the first step is running on the old release',
-        async () => ((await h.describe()).raw.pendingActivities?.[0]?.state === 2 ? true : undefined),
-        30_000,
-      );
+      const h = await startWaitingForDisk(wfQueue, 'correlateThenListOn', 'upgrade', serial);
       const t0 = Date.now();
       const r = await execa(path.join(v2dir, 'install'), ['--root', sroot], { reject: false, all: true });
       assert.equal(r.exitCode, 0, r.all);
@@ -435,13 +438,11 @@ describe('installed into a scratch root', () => {
       figures['upgrade --root (copy, switch)'] = `${(ms(t0) / 1000).toFixed(1)} s`;
       old.proc.kill('SIGTERM');
       await old.waitForLog('host worker draining', 10_000);
-      await mkdir(path.join(sysfs(), 'block/vdd'));
-      await writeFile(path.join(sysfs(), 'block/vdd/size'), '4096\n');
-      await writeFile(path.join(sysfs(), 'block/vdd/serial'), `${serial}\n`);
+      await plugDisk('vdd', serial);
       assert.equal(await old.exited, 0, `the old worker drained and exited\n${old.output.join('\n')}`);
       const next = await startInstalledHostWorker();
       assert.equal((await next.waitForLog('host worker ready', 60_000)).version, v2);
-      const result = await h.result();
+      const result = (await h.result()) as { devicePath: string; devices: string[] };
       assert.equal(result.devicePath, '/dev/vdd', 'the step in flight finished on the old release');
       assert.ok(result.devices.includes('vdd'), 'the next step ran');
       const ran = (await h.fetchHistory()).events
