@@ -115,7 +115,8 @@ type Change =
  * TemporalChangeVersion upsert; a run started on this code or later records one marker,
  * `baseline-2026-12-04`, that stands for every change before it, and has them all without theirs.
  * A run started before it (no baseline marker in its history) checks each change on its own,
- * exactly as it did. Checked once, at the workflow's start.
+ * where its code runs, exactly as it did. The baseline is checked once, when the workflow starts.
+ * A change made after it is a plain `patched()` of its own, until the next baseline takes it in.
  */
 function changesInForce(): (change: Change) => boolean {
   const baseline = patched('baseline-2026-12-04');
