@@ -36,6 +36,7 @@ import { createHostActivities } from '../activities/host/index.js';
 import { VolumeLifecycleClient } from '../src/client/index.js';
 import { CloudStackClient } from '../src/cloudstack/client.js';
 import { diskSerialFor } from '../src/cloudstack/serial.js';
+import { exportNameOf, mapperPathOf } from '../src/domain/device-names.js';
 import { startSimulator } from '../harness/cloudstack-sim/index.js';
 import { loadConfig } from '../src/config/index.js';
 import { SysfsCorrelator } from '../src/device/correlation.js';
@@ -238,7 +239,7 @@ async function directAttach(volumeId: string, vm: string, disk: number): Promise
     await run(hst.hostResolveConflicts, { name, devicePath: dev.devicePath }),
     await run(ctl.dbClearStaleDevicePath, { devicePath: dev.devicePath, exceptVolumeId: volumeId }),
   ]);
-  const exportName = `migration-vol-${name}`;
+  const exportName = exportNameOf(name);
   await run(hst.hostVolumeState, { name, exportName });
   await step('dm-map', () => run(hst.hostDmEnsureLinear, { name, devicePath: dev.devicePath }));
   const m = (await run(ctl.dbGetMapping, volumeId))!;
@@ -252,11 +253,11 @@ async function directAttach(volumeId: string, vm: string, disk: number): Promise
   );
   await run(ctl.dbGetExport, volumeId);
   await step('ensure-export', async () => {
-    const r = await run(hst.hostExportEnsure, { exportName, targetPath: `/dev/mapper/${name}` });
+    const r = await run(hst.hostExportEnsure, { exportName, targetPath: mapperPathOf(name) });
     await run(ctl.dbUpsertExport, {
       exportName,
       volumeId,
-      targetPath: `/dev/mapper/${name}`,
+      targetPath: mapperPathOf(name),
       configPath: r.configPath,
       backend: r.backend,
       status: 'active',

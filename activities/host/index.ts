@@ -68,6 +68,8 @@ export interface HostDeps {
 /** Activities that must run on the appliance itself. They never touch the database. */
 export function createHostActivities({ correlator, dm, exports, nbdServer }: HostDeps) {
   const lock = new HostLock();
+  const exportConfigured = async (exportName: string) =>
+    (await exports.listConfigured()).some((e) => e.exportName === exportName);
 
   return withClassification({
     async hostListDevices(): Promise<string[]> {
@@ -170,7 +172,7 @@ export function createHostActivities({ correlator, dm, exports, nbdServer }: Hos
     },
     async hostExportConfigured(exportName: string): Promise<boolean> {
       check(schemas.exportName, { exportName });
-      return (await exports.listConfigured()).some((e) => e.exportName === exportName);
+      return exportConfigured(exportName);
     },
     /** A volume's appliance side before a saga changes it: its dm table and whether it is exported. */
     async hostVolumeState(a: {
@@ -178,11 +180,8 @@ export function createHostActivities({ correlator, dm, exports, nbdServer }: Hos
       exportName: string;
     }): Promise<{ dmTable: DmTable | null; exportConfigured: boolean }> {
       check(schemas.volumeState, a);
-      const [info, configured] = await Promise.all([dm.info(a.name), exports.listConfigured()]);
-      return {
-        dmTable: info?.table ?? null,
-        exportConfigured: configured.some((e) => e.exportName === a.exportName),
-      };
+      const [info, configured] = await Promise.all([dm.info(a.name), exportConfigured(a.exportName)]);
+      return { dmTable: info?.table ?? null, exportConfigured: configured };
     },
 
     // --- reconciliation --------------------------------------------------------------------

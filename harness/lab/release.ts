@@ -42,9 +42,17 @@ export async function unpack(artifact: string, dir: string): Promise<string> {
   return path.join(dir, top);
 }
 
-/** `<release>/install --root ROOT --role ROLE --set K=V…`, with its output on failure. */
-export async function installInto(app: string, root: string, role: string, sets: Record<string, string>) {
-  const args = ['--root', root, '--role', role];
+/**
+ * `<release>/install --root ROOT [--role ROLE] --set K=V…`, with its output on failure. No role:
+ * an upgrade, which keeps the role installed before.
+ */
+export async function installInto(
+  app: string,
+  root: string,
+  role: string | undefined,
+  sets: Record<string, string> = {},
+) {
+  const args = ['--root', root, ...(role ? ['--role', role] : [])];
   for (const [k, v] of Object.entries(sets)) args.push('--set', `${k}=${v}`);
   const r = await execa(path.join(app, 'install'), args, { all: true, reject: false });
   if (r.exitCode !== 0) throw new Error(`install ${args.join(' ')} failed:\n${r.all}`);

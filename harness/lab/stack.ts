@@ -11,7 +11,7 @@ import { CloudStackClient } from '../../src/cloudstack/client.js';
 import { startSimulator, type HypervisorBackend } from '../cloudstack-sim/index.js';
 import { localRunner } from '../../src/command/runner.js';
 import { listExports } from '../../src/nbd/nbdinfo.js';
-import { installedService, releaseAs } from './release.js';
+import { installedService, installInto, releaseAs } from './release.js';
 import { FileTargetHypervisor, QmpHypervisor, startLab, type GuestProcess, type Lab } from './index.js';
 import { connectClient } from '../../src/temporal/connection.js';
 import { Failpoints } from '../../src/worker/failpoints.js';
@@ -256,12 +256,7 @@ export async function startLabStack(opts: LabStackOptions): Promise<LabStack> {
      */
     const upgradeHostWorker = async (version: string) => {
       if (!installed) throw new Error('upgradeHostWorker: the host worker runs from the checkout');
-      const next = await releaseAs(installed.app, version);
-      const r = await execa(path.join(next, 'install'), ['--root', installed.root], {
-        all: true,
-        reject: false,
-      });
-      if (r.exitCode !== 0) throw new Error(`upgrade to ${version} failed:\n${r.all}`);
+      await installInto(await releaseAs(installed.app, version), installed.root, undefined);
       const old = guestWorker;
       expectedDeaths++;
       await old.kill('TERM');
