@@ -30,7 +30,13 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Client } from '@temporalio/client';
 import { MockActivityEnvironment } from '@temporalio/testing';
-import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
+import {
+  DefaultLogger,
+  NativeConnection,
+  Runtime,
+  Worker,
+  type ActivityInterceptorsFactory,
+} from '@temporalio/worker';
 import { createControlActivities } from '../activities/control/index.js';
 import { createHostActivities } from '../activities/host/index.js';
 import { VolumeLifecycleClient } from '../src/client/index.js';
@@ -47,7 +53,7 @@ import { NbdkitDirBackend } from '../src/nbd/nbdkit-dir.js';
 import { connectClient } from '../src/temporal/connection.js';
 import { createControlWorker, createHostWorker } from '../src/worker/workers.js';
 import { MemoryDmRunner, SysfsTreeHypervisor } from '../test/support/host-stand-in.js';
-import { countActions, shapeOf, type ActionCount } from './floor/shape.js';
+import { countActions, shapeOf, taskTimeline, type ActionCount, type TaskTime } from './floor/shape.js';
 import type { floorWorkflow, Shape } from './floor/workflows.js';
 
 Runtime.install({ logger: new DefaultLogger('ERROR') });
@@ -67,6 +73,7 @@ const pct = (xs: number[], p: number) => {
 };
 const mb = (n: number) => (n / 2 ** 20).toFixed(0);
 const ms = (n: number) => (Number.isNaN(n) ? '—' : n.toFixed(0));
+const d1 = (n: number) => (Number.isNaN(n) ? '—' : n.toFixed(1));
 
 const cfg = {
   ...loadConfig(),
@@ -95,6 +102,29 @@ const cs = new CloudStackClient({
 const prefix = `bench-${randomBytes(3).toString('hex')}`;
 const address = process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233';
 const connection = await NativeConnection.connect({ address });
+/**
+ * Time spent inside activity functions, per activity type, while `recording` is set: the steps'
+ * own work as the saga's workers ran it (in the same process as everything else, so contention
+ * shows here, not in the remainder).
+ */
+const activityTime = { recording: false, run: 0, byType: new Map<string, number[]>() };
+const timeActivities: ActivityInterceptorsFactory = (ctx) => ({
+  inbound: {
+    async execute(input, next) {
+      const t = performance.now();
+      try {
+        return await next(input);
+      } finally {
+        if (activityTime.recording) {
+          const type = ctx.info.activityType;
+          const took = performance.now() - t;
+          activityTime.run += took;
+          activityTime.byType.set(type, [...(activityTime.byType.get(type) ?? []), took]);
+        }
+      }
+    },
+  },
+});
 const control = await createControlWorker({
   connection,
   namespace: 'default',
@@ -102,6 +132,7 @@ const control = await createControlWorker({
   cloudstack: cs,
   db: pool,
   maxConcurrent: CONTROL_MAX_CONCURRENT,
+  activityInterceptors: [timeActivities],
 });
 const controlRun = control.run();
 
@@ -155,6 +186,7 @@ async function startAppliance(tag: string): Promise<Appliance> {
     taskQueuePrefix: prefix,
     applianceVmId: id,
     ...deps,
+    activityInterceptors: [timeActivities],
   });
   return { id, deps, worker, running: worker.run(), dir };
 }
@@ -180,13 +212,20 @@ const deps = main.deps;
 // The attach steps called directly, in one process, with the same activity functions.
 const ctl = createControlActivities({ cloudstack: cs, db: pool });
 const hst = createHostActivities(deps);
+let directActivityMs = 0;
 async function directAttach(volumeId: string, vm: string, disk: number): Promise<void> {
   const operationId = randomUUID();
   // A fresh activity context per attach, as a worker gives each activity its own (a shared one
   // collects csAttach's abort listeners: MaxListenersExceededWarning after 10 attaches).
   const env = new MockActivityEnvironment();
-  const run = <A extends unknown[], R>(fn: (...a: A) => Promise<R>, ...a: A): Promise<R> =>
-    env.run(fn, ...a) as Promise<R>;
+  const run = async <A extends unknown[], R>(fn: (...a: A) => Promise<R>, ...a: A): Promise<R> => {
+    const t = performance.now();
+    try {
+      return (await env.run(fn, ...a)) as R;
+    } finally {
+      directActivityMs += performance.now() - t;
+    }
+  };
   const now = () => new Date().toISOString();
   await run(ctl.auditOperationStart, {
     operationId,
@@ -344,30 +383,48 @@ if (overheadRuns > 0) {
   const attachEvents = await historyOf(probe);
   actions.set('attach', countActions(attachEvents));
   const shape: Shape = shapeOf(attachEvents, floorQueues);
-  const runFloor = async (i: number) =>
-    client.workflow.execute<typeof floorWorkflow>('floorWorkflow', {
+  const runFloor = async (i: number) => {
+    const h = await client.workflow.start<typeof floorWorkflow>('floorWorkflow', {
       workflowId: `floor-${prefix}-${i}`,
       taskQueue: floorQueues.controlQueue,
       args: [shape],
     });
+    await h.result();
+    return { workflowId: h.workflowId, runId: h.firstExecutionRunId };
+  };
   await runFloor(-1); // warm-up
+  type Run = { workflowId: string; runId: string };
+  const ran = { saga: [] as Run[], floor: [] as Run[] };
   const sagaMs: number[] = [];
   const directMs: number[] = [];
   const floorMs: number[] = [];
+  const sagaWorkMs: number[] = [];
+  const directWorkMs: number[] = [];
   for (let i = 0; i < overheadRuns; i++) {
     // Interleaved, so all three see the same machine state.
     let v = await newVolume();
     let t = performance.now();
+    directActivityMs = 0;
     await directAttach(v, `direct${i}`, 0);
     directMs.push(performance.now() - t);
+    directWorkMs.push(directActivityMs);
     v = await newVolume();
+    activityTime.run = 0;
+    activityTime.recording = true;
     t = performance.now();
-    await (
-      await volumes.attach({ applianceVmId, volumeId: v, sourceVmName: `saga${i}`, diskKey: 2000 })
-    ).result();
+    const saga = await volumes.attach({
+      applianceVmId,
+      volumeId: v,
+      sourceVmName: `saga${i}`,
+      diskKey: 2000,
+    });
+    await saga.result();
     sagaMs.push(performance.now() - t);
+    activityTime.recording = false;
+    sagaWorkMs.push(activityTime.run);
+    ran.saga.push(saga);
     t = performance.now();
-    await runFloor(i);
+    ran.floor.push(await runFloor(i));
     floorMs.push(performance.now() - t);
   }
   console.log(`attach, ${overheadRuns} runs each, interleaved:`);
@@ -381,6 +438,40 @@ if (overheadRuns > 0) {
   console.log(
     `  ratio (p50)    saga/direct ${(pct(sagaMs, 50) / pct(directMs, 50)).toFixed(2)}×, saga/floor ${(pct(sagaMs, 50) / pct(floorMs, 50)).toFixed(2)}×\n`,
   );
+  // What the saga adds to its floor: the steps' own work (time inside activity functions, as the
+  // saga's workers ran them) and the rest (our workflow code, payloads, the SDK's per-promise
+  // bookkeeping for our deeper call stacks). With no rest at all the ratio would be the bound.
+  const work = pct(sagaWorkMs, 50);
+  console.log(
+    `  the steps' own work p50: ${work.toFixed(1)} ms inside the saga's activities, ${pct(directWorkMs, 50).toFixed(1)} ms called directly`,
+  );
+  console.log(
+    `  saga − floor − work: ${(pct(sagaMs, 50) - pct(floorMs, 50) - work).toFixed(1)} ms; ` +
+      `ratio with none of that, (floor + work) / floor: ${((pct(floorMs, 50) + work) / pct(floorMs, 50)).toFixed(2)}×`,
+  );
+  console.log('  per activity type, p50 ms inside the saga (× calls per saga):');
+  for (const [type, xs] of activityTime.byType)
+    console.log(
+      `    ${type.padEnd(24)} ${pct(xs, 50).toFixed(2)} × ${(xs.length / overheadRuns).toFixed(0)}`,
+    );
+  console.log('');
+  // Where the difference is: per workflow task, median times of saga and floor (from histories).
+  const timelines = async (runs: Run[]) =>
+    Promise.all(runs.map(async (r) => taskTimeline(await historyOf(r))));
+  const [sagaTasks, floorTasks] = [await timelines(ran.saga), await timelines(ran.floor)];
+  const med = (ts: TaskTime[][], k: number, f: keyof TaskTime) =>
+    pct(
+      ts.flatMap((t) => (t[k] ? [t[k][f]] : [])),
+      50,
+    );
+  console.log('per workflow task, p50 ms, saga | floor (before: waiting for its activities; queued; ran):');
+  for (let k = 0; k < Math.max(sagaTasks[0]?.length ?? 0, floorTasks[0]?.length ?? 0); k++)
+    console.log(
+      `  task ${k + 1}: before ${d1(med(sagaTasks, k, 'before'))} | ${d1(med(floorTasks, k, 'before'))}, ` +
+        `queued ${d1(med(sagaTasks, k, 'queued'))} | ${d1(med(floorTasks, k, 'queued'))}, ` +
+        `ran ${d1(med(sagaTasks, k, 'ran'))} | ${d1(med(floorTasks, k, 'ran'))}`,
+    );
+  console.log('');
   floorLine =
     `attach saga p50 ${pct(sagaMs, 50).toFixed(0)} ms, floor p50 ${pct(floorMs, 50).toFixed(0)} ms ` +
     `(same shape of no-op activities, same server, same run), ratio ${(pct(sagaMs, 50) / pct(floorMs, 50)).toFixed(2)}`;

@@ -46,3 +46,34 @@ export function shapeOf(events: Event[], queues: { controlQueue: string; hostQue
   }
   return { tasks: tasks.filter((t) => t.length > 0), ...queues };
 }
+
+/** One workflow task of a history: how long it waited before it (activities, or the start) and ran. */
+export interface TaskTime {
+  /** From the previous task's completion (or the first event) to this task's scheduling. */
+  before: number;
+  /** Scheduled → started: the task waited in its queue. */
+  queued: number;
+  /** Started → completed: the workflow code and the local activities it ran. */
+  ran: number;
+}
+
+const millis = (ts: { seconds?: unknown; nanos?: number | null } | null | undefined) =>
+  Number(String(ts?.seconds ?? 0)) * 1000 + (ts?.nanos ?? 0) / 1e6;
+
+/** Each workflow task's times, in order, from a history's event timestamps. */
+export function taskTimeline(events: Event[]): TaskTime[] {
+  const out: TaskTime[] = [];
+  let last = events.length ? millis(events[0]!.eventTime) : 0;
+  let scheduled = 0;
+  let started = 0;
+  for (const e of events) {
+    const t = millis(e.eventTime);
+    if (e.workflowTaskScheduledEventAttributes) scheduled = t;
+    else if (e.workflowTaskStartedEventAttributes) started = t;
+    else if (e.workflowTaskCompletedEventAttributes) {
+      out.push({ before: scheduled - last, queued: started - scheduled, ran: t - started });
+      last = t;
+    }
+  }
+  return out;
+}
