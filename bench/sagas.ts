@@ -53,7 +53,14 @@ import { NbdkitDirBackend } from '../src/nbd/nbdkit-dir.js';
 import { connectClient } from '../src/temporal/connection.js';
 import { createControlWorker, createHostWorker } from '../src/worker/workers.js';
 import { MemoryDmRunner, SysfsTreeHypervisor } from '../test/support/host-stand-in.js';
-import { countActions, shapeOf, taskTimeline, type ActionCount, type TaskTime } from './floor/shape.js';
+import {
+  countActions,
+  millis,
+  shapeOf,
+  taskTimeline,
+  type ActionCount,
+  type TaskTime,
+} from './floor/shape.js';
 import type { floorWorkflow, Shape } from './floor/workflows.js';
 
 Runtime.install({ logger: new DefaultLogger('ERROR') });
@@ -307,8 +314,6 @@ async function directAttach(volumeId: string, vm: string, disk: number): Promise
 
 /** Where the time of some workflows went, from their histories. */
 async function queueBreakdown(temporal: Client, ids: { workflowId: string; runId: string }[]) {
-  const t = (ts: { seconds?: unknown; nanos?: number | null } | null | undefined) =>
-    Number(String(ts?.seconds ?? 0)) * 1000 + (ts?.nanos ?? 0) / 1e6;
   const wait = { control: [] as number[], host: [] as number[], workflow: [] as number[] };
   const run = { control: [] as number[], host: [] as number[], workflow: [] as number[] };
   for (const id of ids) {
@@ -316,7 +321,7 @@ async function queueBreakdown(temporal: Client, ids: { workflowId: string; runId
     const at = new Map<number, { time: number; queue?: 'control' | 'host' }>();
     for (const e of h.events ?? []) {
       const eid = Number(String(e.eventId));
-      const time = t(e.eventTime);
+      const time = millis(e.eventTime);
       if (e.activityTaskScheduledEventAttributes) {
         const q = e.activityTaskScheduledEventAttributes.taskQueue?.name ?? '';
         at.set(eid, { time, queue: q.includes('-host-') ? 'host' : 'control' });

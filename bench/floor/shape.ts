@@ -57,7 +57,8 @@ export interface TaskTime {
   ran: number;
 }
 
-const millis = (ts: { seconds?: unknown; nanos?: number | null } | null | undefined) =>
+/** An event time in milliseconds. */
+export const millis = (ts: { seconds?: unknown; nanos?: number | null } | null | undefined) =>
   Number(String(ts?.seconds ?? 0)) * 1000 + (ts?.nanos ?? 0) / 1e6;
 
 /** Each workflow task's times, in order, from a history's event timestamps. */
