@@ -79,8 +79,7 @@ const pct = (xs: number[], p: number) => {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
 };
 const mb = (n: number) => (n / 2 ** 20).toFixed(0);
-const ms = (n: number) => (Number.isNaN(n) ? '—' : n.toFixed(0));
-const d1 = (n: number) => (Number.isNaN(n) ? '—' : n.toFixed(1));
+const ms = (n: number, digits = 0) => (Number.isNaN(n) ? '—' : n.toFixed(digits));
 
 const cfg = {
   ...loadConfig(),
@@ -126,7 +125,9 @@ const timeActivities: ActivityInterceptorsFactory = (ctx) => ({
           const type = ctx.info.activityType;
           const took = performance.now() - t;
           activityTime.run += took;
-          activityTime.byType.set(type, [...(activityTime.byType.get(type) ?? []), took]);
+          const times = activityTime.byType.get(type);
+          if (times) times.push(took);
+          else activityTime.byType.set(type, [took]);
         }
       }
     },
@@ -472,9 +473,9 @@ if (overheadRuns > 0) {
   console.log('per workflow task, p50 ms, saga | floor (before: waiting for its activities; queued; ran):');
   for (let k = 0; k < Math.max(sagaTasks[0]?.length ?? 0, floorTasks[0]?.length ?? 0); k++)
     console.log(
-      `  task ${k + 1}: before ${d1(med(sagaTasks, k, 'before'))} | ${d1(med(floorTasks, k, 'before'))}, ` +
-        `queued ${d1(med(sagaTasks, k, 'queued'))} | ${d1(med(floorTasks, k, 'queued'))}, ` +
-        `ran ${d1(med(sagaTasks, k, 'ran'))} | ${d1(med(floorTasks, k, 'ran'))}`,
+      `  task ${k + 1}: before ${ms(med(sagaTasks, k, 'before'), 1)} | ${ms(med(floorTasks, k, 'before'), 1)}, ` +
+        `queued ${ms(med(sagaTasks, k, 'queued'), 1)} | ${ms(med(floorTasks, k, 'queued'), 1)}, ` +
+        `ran ${ms(med(sagaTasks, k, 'ran'), 1)} | ${ms(med(floorTasks, k, 'ran'), 1)}`,
     );
   console.log('');
   floorLine =
