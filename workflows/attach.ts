@@ -24,9 +24,9 @@ export async function attachVolume(input: AttachInput): Promise<OperationResult>
       );
     }
 
-    const { mapping } = await saga.step(
+    const { mapping } = await saga.writeStep(
       'assign-name',
-      () =>
+      (audit) =>
         acts.control.dbAssignName({
           volumeId: input.volumeId,
           sourceVmName: input.sourceVmName,
@@ -36,6 +36,7 @@ export async function attachVolume(input: AttachInput): Promise<OperationResult>
           virtioSerial: diskSerialFor(input.volumeId),
           sizeBytes: volume.sizeBytes,
           operationId: input.operationId,
+          audit,
         }),
       () => acts.control.dbReleaseName({ volumeId: input.volumeId, operationId: input.operationId }),
     );

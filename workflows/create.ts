@@ -38,9 +38,9 @@ export async function createVolume(input: CreateInput): Promise<OperationResult>
     created.id = volume.id;
     await saga.volumeKnown(volume.id);
 
-    const { mapping } = await saga.step(
+    const { mapping } = await saga.writeStep(
       'assign-name',
-      () =>
+      (audit) =>
         acts.control.dbAssignName({
           volumeId: volume.id,
           ...naming,
@@ -49,6 +49,7 @@ export async function createVolume(input: CreateInput): Promise<OperationResult>
           virtioSerial: diskSerialFor(volume.id),
           sizeBytes: volume.sizeBytes,
           operationId: input.operationId,
+          audit,
         }),
       () => acts.control.dbReleaseName({ volumeId: volume.id, operationId: input.operationId }),
     );

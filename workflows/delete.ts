@@ -35,11 +35,11 @@ export async function deleteVolume(input: DeleteInput): Promise<OperationResult>
       const exportName = exportNameOf(name);
       const mapperPath = mapperPathOf(name);
       const configured = await host.hostExportConfigured(exportName);
-      await saga.step(
+      await saga.writeStep(
         'remove-export',
-        async () => {
+        async (audit) => {
           await host.hostExportRemove({ exportName });
-          await control.dbDeleteExport({ volumeId: input.volumeId });
+          await control.dbDeleteExport({ volumeId: input.volumeId, audit });
         },
         async () => {
           if (configured) await host.hostExportEnsure({ exportName, targetPath: mapperPath });
@@ -101,7 +101,7 @@ export async function deleteVolume(input: DeleteInput): Promise<OperationResult>
     // rows. A cancel is too late from here: the delete is finished forward, never half-left.
     saga.pivot();
     await CancellationScope.nonCancellable(() =>
-      saga.step('remove-rows', () => control.dbDeleteMapping({ volumeId: input.volumeId })),
+      saga.writeStep('remove-rows', (audit) => control.dbDeleteMapping({ volumeId: input.volumeId, audit })),
     );
     return result;
   });

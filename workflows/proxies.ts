@@ -101,26 +101,34 @@ export function activitiesFor(ctx: WorkflowContext) {
   return { cloudstack, control, host, correlation, audit, has };
 }
 
-/** The workflow-code changes made through `patched()` before the baseline below. */
-type Change =
-  | 'cancel-waits-for-step-in-flight'
-  | 'control-reads-and-db-writes-local'
-  | 'local-steps-finish-before-cancel'
-  | 'volume-reads-one-host-call'
-  | 'attach-reads-in-parallel'
-  | 'delete-asks-cloudstack-after-failed-delete';
+/** The workflow-code changes made through `patched()` before the first baseline below. */
+const BEFORE_2026_12_04 = [
+  'cancel-waits-for-step-in-flight',
+  'control-reads-and-db-writes-local',
+  'local-steps-finish-before-cancel',
+  'volume-reads-one-host-call',
+  'attach-reads-in-parallel',
+  'delete-asks-cloudstack-after-failed-delete',
+] as const;
+/** … and those after it, before the second. */
+const BEFORE_2026_12_06 = ['step-row-in-its-write'] as const;
+type Change = (typeof BEFORE_2026_12_04)[number] | (typeof BEFORE_2026_12_06)[number];
+const inFirstBaseline: ReadonlySet<Change> = new Set(BEFORE_2026_12_04);
 
 /**
  * Whether a change is in force for this run. Each `patched()` costs every new run a marker and a
  * TemporalChangeVersion upsert; a run started on this code or later records one marker,
- * `baseline-2026-12-04`, that stands for every change before it, and has them all without theirs.
- * A run started before it (no baseline marker in its history) checks each change on its own,
- * where its code runs, exactly as it did. The baseline is checked once, when the workflow starts.
- * A change made after it is a plain `patched()` of its own, until the next baseline takes it in.
+ * `baseline-2026-12-06`, that stands for every change before it, and has them all without theirs.
+ * A run started on the code of the baseline before (`baseline-2026-12-04` in its history) has the
+ * changes that baseline stood for and checks each later one on its own; a run started before any
+ * baseline checks every change on its own, where its code runs, exactly as it did. Baselines are
+ * checked once, when the workflow starts, newest first (a new run records only the newest). A
+ * change made after the newest is a plain `patched()` of its own, until the next baseline.
  */
 function changesInForce(): (change: Change) => boolean {
-  const baseline = patched('baseline-2026-12-04');
-  return (change) => baseline || patched(change);
+  const newest = patched('baseline-2026-12-06');
+  const first = newest || patched('baseline-2026-12-04');
+  return (change) => newest || (first && inFirstBaseline.has(change)) || patched(change);
 }
 
 /**

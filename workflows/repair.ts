@@ -33,7 +33,7 @@ export async function repairVolume(input: RepairInput): Promise<OperationResult>
     if (!m.persistentName) {
       const row = m;
       m = (
-        await saga.step('adopt-name', () =>
+        await saga.writeStep('adopt-name', (audit) =>
           control.dbAssignName({
             volumeId: row.volumeId,
             sourceVmName: row.sourceVmName,
@@ -42,6 +42,7 @@ export async function repairVolume(input: RepairInput): Promise<OperationResult>
             virtioSerial: row.virtioSerial,
             sizeBytes: row.sizeBytes,
             operationId: input.operationId,
+            audit,
           }),
         )
       ).mapping;

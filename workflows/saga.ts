@@ -18,6 +18,7 @@ import type {
 } from '../src/domain/operations.js';
 import { SA } from '../src/temporal/search-attributes.js';
 import { operatorUpdate, progressQuery } from './messages.js';
+import type { StepAudit } from '../src/db/operations.js';
 import type { Activities } from './proxies.js';
 
 export { operatorUpdate, progressQuery } from './messages.js';
@@ -186,17 +187,47 @@ export class Saga {
   /**
    * One forward step. `undo` (if any) is registered before `action` runs.
    */
-  async step<T>(step: string, action: () => Promise<T>, undo?: () => Promise<unknown>): Promise<T> {
+  step<T>(step: string, action: () => Promise<T>, undo?: () => Promise<unknown>): Promise<T> {
+    return this.forwardStep(step, () => action(), undo, false);
+  }
+
+  /**
+   * A forward step that ends in a database write of ours: `action` passes `audit` to that write,
+   * which records the step completed in its own transaction — the row exists exactly when the
+   * write does, and the step costs no audit activity of its own. A failure is recorded as any
+   * step's (it overwrites the row if the write committed before its reply was lost). Runs started
+   * before this change get no `audit` and record the step separately, as they did.
+   */
+  writeStep<T>(
+    step: string,
+    action: (audit: StepAudit | undefined) => Promise<T>,
+    undo?: () => Promise<unknown>,
+  ): Promise<T> {
+    return this.forwardStep(step, action, undo, this.acts.has('step-row-in-its-write'));
+  }
+
+  private async forwardStep<T>(
+    step: string,
+    action: (audit: StepAudit | undefined) => Promise<T>,
+    undo: (() => Promise<unknown>) | undefined,
+    recordedByAction: boolean,
+  ): Promise<T> {
     if (undo) this.compensations.push({ step, undo });
     this.enter(step);
     const seq = ++this.seq;
     const startedAt = new Date().toISOString();
     try {
-      const result = await action();
+      const audit = recordedByAction
+        ? { operationId: this.ctx.operationId, seq, step, startedAt }
+        : undefined;
+      const result = await action(audit);
       this.progress.stepsDone.push(step);
       // Non-cancellable: a step that completed while a cancel was pending is still recorded as
       // done (and a pivot step reaches its pivot), instead of failing on its own audit write.
-      await CancellationScope.nonCancellable(() => this.record(seq, step, 'forward', 'completed', startedAt));
+      if (!audit)
+        await CancellationScope.nonCancellable(() =>
+          this.record(seq, step, 'forward', 'completed', startedAt),
+        );
       return result;
     } catch (err) {
       await CancellationScope.nonCancellable(() =>

@@ -81,11 +81,12 @@ export async function bringToAppliance(
     }),
   );
 
-  await saga.step('resolve-conflicts', async () => ({
+  await saga.writeStep('resolve-conflicts', async (audit) => ({
     dm: await host.hostResolveConflicts({ name: a.name, devicePath: device.devicePath }),
     rows: await control.dbClearStaleDevicePath({
       devicePath: device.devicePath,
       exceptVolumeId: ctx.volumeId,
+      audit,
     }),
   }));
 
@@ -229,14 +230,15 @@ export async function recordMapping(
   patch: MappingPatch,
   expectedVersion = before.version,
 ): Promise<void> {
-  await saga.step(
+  await saga.writeStep(
     step,
-    () =>
+    (audit) =>
       acts.control.dbUpdateMapping({
         volumeId: ctx.volumeId,
         expectedVersion,
         operationId: ctx.operationId,
         patch,
+        audit,
       }),
     () => acts.control.dbRestoreMapping({ before, operationId: ctx.operationId }),
   );
@@ -257,9 +259,9 @@ export async function ensureExport(
   const { control, host } = acts;
   const exportName = exportNameOf(name);
   const targetPath = mapperPathOf(name);
-  return saga.step(
+  return saga.writeStep(
     'ensure-export',
-    async () => {
+    async (audit) => {
       const r = await host.hostExportEnsure({ exportName, targetPath });
       await control.dbUpsertExport({
         exportName,
@@ -268,6 +270,7 @@ export async function ensureExport(
         configPath: r.configPath,
         backend: r.backend,
         status: 'active',
+        audit,
       });
       return r;
     },

@@ -98,6 +98,16 @@ const dmState = z.enum(DM_STATES);
 const backend = z.enum(['nbdkit-dir', 'nbd-server']);
 
 const volumeArg = z.object({ volumeId });
+/** The step's audit row a database write records in its own transaction (workflows/saga.ts). */
+const stepAudit = z.object({
+  operationId,
+  seq: z.number().int('must be an integer').min(0, 'must be at least 0'),
+  step: z
+    .string()
+    .regex(/^[a-z][a-z0-9:-]{0,63}$/, 'must be a step name: lower-case letters, digits, - and :'),
+  startedAt: z.iso.datetime('must be an ISO date-time'),
+});
+const audit = stepAudit.optional();
 const schemas = {
   volume: volumeArg,
   csAttach: z.object({ volumeId, vmId: uuid, deviceId: z.number().int().min(0).max(1000).optional() }),
@@ -122,6 +132,7 @@ const schemas = {
     virtioSerial,
     sizeBytes,
     operationId,
+    audit,
   }),
   releaseName: z.object({ volumeId, operationId }),
   updateMapping: z.object({
@@ -135,9 +146,11 @@ const schemas = {
       sizeBytes: sizeBytes.optional(),
     }),
     operationId,
+    audit,
   }),
   restoreMapping: z.object({ before: z.object({ volumeId }), operationId }),
-  clearStaleDevicePath: z.object({ devicePath: devicePathSchema, exceptVolumeId: volumeId }),
+  clearStaleDevicePath: z.object({ devicePath: devicePathSchema, exceptVolumeId: volumeId, audit }),
+  volumeWrite: z.object({ volumeId, audit }),
   upsertExport: z.object({
     exportName: exportNameSchema,
     volumeId,
@@ -145,6 +158,7 @@ const schemas = {
     configPath: targetPathSchema,
     backend,
     status: z.enum(['active', 'error']),
+    audit,
   }),
   operationStart: z.object({
     operationId,
@@ -179,6 +193,14 @@ async function findCreated(
       v.name === a.name && v.type === 'DATADISK' && !v.virtualmachineid && v.size === a.sizeGb * 1024 ** 3,
   );
   return same.length === 1 ? same[0] : undefined;
+}
+
+/**
+ * A database write that ends a saga step may carry the step's audit row: it is then recorded
+ * completed in the write's own transaction (src/db/operations.ts, writeRecordingStep).
+ */
+interface Recorded {
+  audit?: ops.StepAudit;
 }
 
 /** Parse, throwing the ZodError (named fields) on bad input; returns nothing on purpose. */
@@ -248,10 +270,10 @@ export function createControlActivities({ cloudstack, db }: ControlDeps) {
       check(schemas.volume, { volumeId });
       return (await mappings.getMapping(db, volumeId)) ?? null;
     },
-    async dbAssignName(input: mappings.AssignNameInput) {
+    async dbAssignName(input: mappings.AssignNameInput & Recorded) {
       check(schemas.assignName, input);
       try {
-        return await mappings.assignName(db, input);
+        return await mappings.assignName(db, input, input.audit);
       } catch (err) {
         // Refusals: the caller's mistake or a collision; retrying cannot change the answer.
         if (
@@ -290,15 +312,19 @@ export function createControlActivities({ cloudstack, db }: ControlDeps) {
      * before its reply was lost, or before the worker running it as a local activity died): return
      * it instead of failing the CAS. Any other writer in between is a conflict.
      */
-    async dbUpdateMapping(a: {
-      volumeId: string;
-      expectedVersion: number;
-      patch: mappings.MappingPatch;
-      operationId: string;
-    }): Promise<mappings.MappingRecord> {
+    async dbUpdateMapping(
+      a: {
+        volumeId: string;
+        expectedVersion: number;
+        patch: mappings.MappingPatch;
+        operationId: string;
+      } & Recorded,
+    ): Promise<mappings.MappingRecord> {
       check(schemas.updateMapping, a);
       try {
-        return await mappings.updateMapping(db, a.volumeId, a.expectedVersion, a.patch, a.operationId);
+        return await ops.writeRecordingStep(db, a.audit, (tx) =>
+          mappings.updateMapping(tx, a.volumeId, a.expectedVersion, a.patch, a.operationId),
+        );
       } catch (err) {
         if (!(err instanceof mappings.StaleMappingError)) throw err;
         const now = await mappings.getMapping(db, a.volumeId);
@@ -307,8 +333,11 @@ export function createControlActivities({ cloudstack, db }: ControlDeps) {
           now.version === a.expectedVersion + 1 &&
           now.lastOperationId === a.operationId &&
           matches(now, a.patch)
-        )
+        ) {
+          // Its row was committed with that attempt; written again all the same (an upsert).
+          if (a.audit) await ops.recordCompleted(db, a.audit);
           return now;
+        }
         throw permanent(err.message, 'StaleMapping');
       }
     },
@@ -326,14 +355,20 @@ export function createControlActivities({ cloudstack, db }: ControlDeps) {
       if (matches(now, patch)) return;
       await mappings.updateMapping(db, now.volumeId, now.version, patch, a.operationId);
     },
-    async dbClearStaleDevicePath(a: { devicePath: string; exceptVolumeId: string }): Promise<string[]> {
+    async dbClearStaleDevicePath(
+      a: { devicePath: string; exceptVolumeId: string } & Recorded,
+    ): Promise<string[]> {
       check(schemas.clearStaleDevicePath, a);
-      return mappings.clearStaleDevicePath(db, a.devicePath, a.exceptVolumeId);
+      return ops.writeRecordingStep(db, a.audit, (tx) =>
+        mappings.clearStaleDevicePath(tx, a.devicePath, a.exceptVolumeId),
+      );
     },
-    async dbDeleteMapping(a: { volumeId: string }): Promise<boolean> {
-      check(schemas.volume, a);
-      await exportsDb.deleteExport(db, a.volumeId);
-      return mappings.deleteMapping(db, a.volumeId);
+    async dbDeleteMapping(a: { volumeId: string } & Recorded): Promise<boolean> {
+      check(schemas.volumeWrite, a);
+      return ops.writeRecordingStep(db, a.audit, async (tx) => {
+        await exportsDb.deleteExport(tx, a.volumeId);
+        return mappings.deleteMapping(tx, a.volumeId);
+      });
     },
 
     // --- database: exports -----------------------------------------------------------------
@@ -341,13 +376,13 @@ export function createControlActivities({ cloudstack, db }: ControlDeps) {
       check(schemas.volume, { volumeId });
       return (await exportsDb.getExport(db, volumeId)) ?? null;
     },
-    async dbUpsertExport(e: exportsDb.ExportRecord): Promise<void> {
+    async dbUpsertExport(e: exportsDb.ExportRecord & Recorded): Promise<void> {
       check(schemas.upsertExport, e);
-      await exportsDb.upsertExport(db, e);
+      await ops.writeRecordingStep(db, e.audit, (tx) => exportsDb.upsertExport(tx, e));
     },
-    async dbDeleteExport(a: { volumeId: string }): Promise<boolean> {
-      check(schemas.volume, a);
-      return exportsDb.deleteExport(db, a.volumeId);
+    async dbDeleteExport(a: { volumeId: string } & Recorded): Promise<boolean> {
+      check(schemas.volumeWrite, a);
+      return ops.writeRecordingStep(db, a.audit, (tx) => exportsDb.deleteExport(tx, a.volumeId));
     },
 
     // --- audit trail -----------------------------------------------------------------------

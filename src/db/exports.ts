@@ -1,4 +1,4 @@
-import type { Pool, ResultSetHeader, RowDataPacket } from 'mysql2/promise';
+import type { Pool, PoolConnection, ResultSetHeader, RowDataPacket } from 'mysql2/promise';
 import type { ExportBackendKind } from '../domain/mapping.js';
 
 export interface ExportRecord {
@@ -10,8 +10,8 @@ export interface ExportRecord {
   status: 'active' | 'error';
 }
 
-export async function upsertExport(pool: Pool, e: ExportRecord): Promise<void> {
-  await pool.query(
+export async function upsertExport(db: Pool | PoolConnection, e: ExportRecord): Promise<void> {
+  await db.query(
     `INSERT INTO nbd_exports (export_name, volume_id, target_path, config_path, backend, status)
      VALUES (?, ?, ?, ?, ?, ?)
      ON DUPLICATE KEY UPDATE target_path = VALUES(target_path), config_path = VALUES(config_path),
@@ -20,8 +20,8 @@ export async function upsertExport(pool: Pool, e: ExportRecord): Promise<void> {
   );
 }
 
-export async function deleteExport(pool: Pool, volumeId: string): Promise<boolean> {
-  const [r] = await pool.query<ResultSetHeader>('DELETE FROM nbd_exports WHERE volume_id = ?', [volumeId]);
+export async function deleteExport(db: Pool | PoolConnection, volumeId: string): Promise<boolean> {
+  const [r] = await db.query<ResultSetHeader>('DELETE FROM nbd_exports WHERE volume_id = ?', [volumeId]);
   return r.affectedRows > 0;
 }
 

@@ -6,6 +6,7 @@ import {
   namingFromEngineVolumeName,
   persistentNameFor,
 } from '../domain/naming.js';
+import { recordCompleted, type StepAudit } from './operations.js';
 
 interface MappingRow extends RowDataPacket {
   volume_id: string;
@@ -195,6 +196,8 @@ export interface AssignNameInput {
 export async function assignName(
   pool: Pool,
   input: AssignNameInput,
+  /** The step's audit row, recorded completed in this transaction (see writeRecordingStep). */
+  audit?: StepAudit,
 ): Promise<{ mapping: MappingRecord; created: boolean }> {
   // A lost race (duplicate key) or a deadlock is retried a few times: the next attempt sees the
   // winner's committed row and ends in its permanent answer.
@@ -217,6 +220,7 @@ export async function assignName(
       if (row && asked && (row.sourceVmName !== asked.sourceVmName || row.diskIndex !== asked.diskIndex))
         throw new MappingMismatchError(input.volumeId, row, asked);
       if (row?.persistentName) {
+        if (audit) await recordCompleted(conn, audit);
         await conn.commit();
         return { mapping: row, created: false };
       }
@@ -255,6 +259,7 @@ export async function assignName(
         );
       }
       const mapping = await getMapping(conn, input.volumeId);
+      if (audit) await recordCompleted(conn, audit);
       await conn.commit();
       return { mapping: mapping!, created: true };
     } catch (err) {
@@ -325,7 +330,7 @@ export interface MappingPatch {
 
 /** Update with compare-and-swap on `version`; returns the new record. */
 export async function updateMapping(
-  pool: Pool,
+  db: Pool | PoolConnection,
   volumeId: string,
   expectedVersion: number,
   patch: MappingPatch,
@@ -345,35 +350,33 @@ export async function updateMapping(
     sets.push(`${col[k]} = ?`);
     args.push(v);
   }
-  const [r] = await pool.query<ResultSetHeader>(
+  const [r] = await db.query<ResultSetHeader>(
     `UPDATE device_mappings SET ${[...sets, 'version = version + 1', 'last_operation_id = ?'].join(', ')}
      WHERE volume_id = ? AND version = ?`,
     [...args, operationId, volumeId, expectedVersion],
   );
   if (r.affectedRows === 0) throw new StaleMappingError(volumeId, expectedVersion);
-  return (await getMapping(pool, volumeId))!;
+  return (await getMapping(db, volumeId))!;
 }
 
 /** Remove the mapping row (the audit trail stays). Missing → success. */
-export async function deleteMapping(pool: Pool, volumeId: string): Promise<boolean> {
-  const [r] = await pool.query<ResultSetHeader>('DELETE FROM device_mappings WHERE volume_id = ?', [
-    volumeId,
-  ]);
+export async function deleteMapping(db: Pool | PoolConnection, volumeId: string): Promise<boolean> {
+  const [r] = await db.query<ResultSetHeader>('DELETE FROM device_mappings WHERE volume_id = ?', [volumeId]);
   return r.affectedRows > 0;
 }
 
 /** Forget a device path that another volume's row still claims (the kernel reused /dev/vdX). */
 export async function clearStaleDevicePath(
-  pool: Pool,
+  db: Pool | PoolConnection,
   devicePath: string,
   exceptVolumeId: string,
 ): Promise<string[]> {
-  const [rows] = await pool.query<MappingRow[]>(
+  const [rows] = await db.query<MappingRow[]>(
     'SELECT * FROM device_mappings WHERE device_path = ? AND volume_id <> ?',
     [devicePath, exceptVolumeId],
   );
   for (const r of rows) {
-    await pool.query(
+    await db.query(
       'UPDATE device_mappings SET device_path = NULL, version = version + 1 WHERE volume_id = ?',
       [r.volume_id],
     );

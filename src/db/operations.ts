@@ -1,4 +1,4 @@
-import type { Pool, RowDataPacket } from 'mysql2/promise';
+import type { Pool, PoolConnection, RowDataPacket } from 'mysql2/promise';
 import type { OperationStatus, OperationType } from '../domain/operations.js';
 
 export type { OperationStatus };
@@ -58,8 +58,8 @@ export interface StepRecord {
   finishedAt?: string | null;
 }
 
-export async function recordStep(pool: Pool, s: StepRecord): Promise<void> {
-  await pool.query(
+export async function recordStep(db: Pool | PoolConnection, s: StepRecord): Promise<void> {
+  await db.query(
     `INSERT INTO volume_operation_steps (operation_id, seq, step, phase, status, error, details, started_at, finished_at)
      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
      ON DUPLICATE KEY UPDATE status = VALUES(status), error = VALUES(error), details = VALUES(details),
@@ -76,6 +76,54 @@ export async function recordStep(pool: Pool, s: StepRecord): Promise<void> {
       s.finishedAt ? new Date(s.finishedAt) : null,
     ],
   );
+}
+
+/**
+ * A forward step's audit row, handed to the database write that ends the step: the write records
+ * the step completed in its own transaction, so the row exists exactly when the write does, and
+ * the saga needs no audit write of its own for it.
+ */
+export interface StepAudit {
+  operationId: string;
+  seq: number;
+  step: string;
+  startedAt: string; // ISO, from workflow time
+}
+
+/**
+ * Run `write` and, when it carries its step's audit row, record the step completed in the same
+ * transaction. Without one, `write` runs on the pool as it always did. Safe to run twice: the
+ * row is an upsert on (operation, seq), and `write` is the caller's idempotent write.
+ */
+export async function writeRecordingStep<T>(
+  pool: Pool,
+  audit: StepAudit | undefined,
+  write: (db: Pool | PoolConnection) => Promise<T>,
+): Promise<T> {
+  if (!audit) return write(pool);
+  const conn = await pool.getConnection();
+  try {
+    await conn.beginTransaction();
+    const result = await write(conn);
+    await recordCompleted(conn, audit);
+    await conn.commit();
+    return result;
+  } catch (err) {
+    await conn.rollback().catch(() => {});
+    throw err;
+  } finally {
+    conn.release();
+  }
+}
+
+/** The step's row, completed now: inside the transaction of the write that completed it. */
+export function recordCompleted(db: Pool | PoolConnection, audit: StepAudit): Promise<void> {
+  return recordStep(db, {
+    ...audit,
+    phase: 'forward',
+    status: 'completed',
+    finishedAt: new Date().toISOString(),
+  });
 }
 
 export interface OperationRow {

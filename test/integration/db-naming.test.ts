@@ -12,6 +12,7 @@ import {
   releaseName,
   type AssignNameInput,
 } from '../../src/db/mappings.js';
+import { listSteps, recordOperationStart } from '../../src/db/operations.js';
 import { normalizeVmName, persistentNameFor } from '../../src/domain/naming.js';
 import type { ApplicationFailure } from '@temporalio/common';
 import { createControlActivities } from '../../activities/control/index.js';
@@ -281,4 +282,113 @@ test('every database step a saga runs as a local activity is safe to run twice; 
   assert.equal(await acts.dbReleaseName({ volumeId: req.volumeId, operationId: req.operationId }), true);
   assert.equal(await acts.dbReleaseName({ volumeId: req.volumeId, operationId: req.operationId }), false);
   assert.equal(await getMapping(db.pool, req.volumeId), undefined);
+});
+
+test("a step's database write records the step in its own transaction: with the write, once when run twice, never with a refused or failed write", async () => {
+  const cloudstack = new Proxy({} as CloudStackApi, {
+    get: () => () => Promise.reject(new Error('no CloudStack call expected')),
+  });
+  const acts = createControlActivities({ cloudstack, db: db.pool });
+  const req = input('carried1', 0);
+  const operationId = req.operationId;
+  await recordOperationStart(db.pool, {
+    operationId,
+    workflowId: `volume:${req.volumeId}`,
+    runId: randomUUID(),
+    type: 'attach',
+    volumeId: req.volumeId,
+    vmId: null,
+    request: {},
+  });
+  const startedAt = new Date().toISOString();
+  const audit = (seq: number, step: string) => ({ operationId, seq, step, startedAt });
+  const rows = async () =>
+    (await listSteps(db.pool, operationId)).map((s) => `${s.seq}:${s.step}:${s.status}`);
+
+  // Each write, run twice (a local activity re-runs after its worker died): its row, once.
+  const named = await acts.dbAssignName({ ...req, audit: audit(2, 'assign-name') });
+  await acts.dbAssignName({ ...req, audit: audit(2, 'assign-name') });
+  assert.deepEqual(await rows(), ['2:assign-name:completed']);
+
+  // A refusal writes nothing: neither the row nor its step's audit row.
+  await assert.rejects(
+    acts.dbAssignName({ ...req, diskIndex: 1, audit: audit(3, 'assign-name') }),
+    (e: ApplicationFailure) => e.type === 'MappingMismatch',
+  );
+  const update = {
+    volumeId: req.volumeId,
+    expectedVersion: named.mapping.version,
+    operationId,
+    patch: { location: 'appliance', devicePath: '/dev/vdb', dmState: 'linear' } as const,
+  };
+  await assert.rejects(
+    acts.dbUpdateMapping({ ...update, expectedVersion: update.expectedVersion + 5, audit: audit(4, 'x') }),
+    (e: ApplicationFailure) => e.type === 'StaleMapping',
+  );
+  assert.deepEqual(await rows(), ['2:assign-name:completed'], 'no row for a write that did not happen');
+
+  await acts.dbClearStaleDevicePath({
+    devicePath: '/dev/vdb',
+    exceptVolumeId: req.volumeId,
+    audit: audit(5, 'resolve-conflicts'),
+  });
+  await acts.dbClearStaleDevicePath({
+    devicePath: '/dev/vdb',
+    exceptVolumeId: req.volumeId,
+    audit: audit(5, 'resolve-conflicts'),
+  });
+  const first = await acts.dbUpdateMapping({ ...update, audit: audit(7, 'record-mapping') });
+  assert.deepEqual(
+    await acts.dbUpdateMapping({ ...update, audit: audit(7, 'record-mapping') }),
+    first,
+    'its own write, accepted again',
+  );
+  const exportRow = {
+    exportName: 'migration-vol-carried1disk0',
+    volumeId: req.volumeId,
+    targetPath: '/dev/mapper/carried1disk0',
+    configPath: '/srv/nbd-exports/migration-vol-carried1disk0',
+    backend: 'nbdkit-dir',
+    status: 'active',
+  } as const;
+  await acts.dbUpsertExport({ ...exportRow, audit: audit(8, 'ensure-export') });
+  await acts.dbUpsertExport({ ...exportRow, audit: audit(8, 'ensure-export') });
+  assert.deepEqual(
+    await acts.dbGetExport(req.volumeId),
+    exportRow,
+    'the audit row is not part of the export',
+  );
+  assert.deepEqual(await rows(), [
+    '2:assign-name:completed',
+    '5:resolve-conflicts:completed',
+    '7:record-mapping:completed',
+    '8:ensure-export:completed',
+  ]);
+
+  // One transaction: a write whose audit row cannot be stored (no such operation) is not done.
+  const orphan = { ...audit(9, 'remove-export'), operationId: randomUUID() };
+  await assert.rejects(acts.dbDeleteExport({ volumeId: req.volumeId, audit: orphan }));
+  assert.deepEqual(await acts.dbGetExport(req.volumeId), exportRow, 'the export row is still there');
+  assert.equal(await acts.dbDeleteExport({ volumeId: req.volumeId, audit: audit(9, 'remove-export') }), true);
+  assert.equal(await acts.dbDeleteMapping({ volumeId: req.volumeId, audit: audit(10, 'remove-rows') }), true);
+  assert.equal(
+    await acts.dbDeleteMapping({ volumeId: req.volumeId, audit: audit(10, 'remove-rows') }),
+    false,
+  );
+  assert.equal(await getMapping(db.pool, req.volumeId), undefined);
+  const steps = await listSteps(db.pool, operationId);
+  assert.deepEqual(steps.map((s) => `${s.seq}:${s.step}:${s.status}`).slice(-2), [
+    '9:remove-export:completed',
+    '10:remove-rows:completed',
+  ]);
+  assert.ok(
+    steps.every((s) => s.phase === 'forward' && s.finishedAt && s.startedAt.toISOString() === startedAt),
+  );
+
+  // A bad audit row is refused by name before anything is written.
+  await assert.rejects(
+    acts.dbUpsertExport({ ...exportRow, audit: { ...audit(11, 'ensure-export'), step: 'DROP TABLE' } }),
+    (e: ApplicationFailure) => e.type === 'InvalidInput' && /audit\.step/.test(e.message),
+  );
+  assert.equal(await acts.dbGetExport(req.volumeId), null);
 });

@@ -13,7 +13,7 @@ import {
   type MappingPatch,
   type MappingRecord,
 } from '../../src/db/mappings.js';
-import type { OperationStart, StepRecord } from '../../src/db/operations.js';
+import type { OperationStart, StepAudit, StepRecord } from '../../src/db/operations.js';
 import type { DmTable, ResolvedDevice } from '../../src/device/types.js';
 import { mapperPathFor, namingFromEngineVolumeName, persistentNameFor } from '../../src/domain/naming.js';
 import type { OperationStatus } from '../../src/domain/operations.js';
@@ -48,6 +48,9 @@ const AUDIT_ACTIVITIES: ReadonlySet<ActivityName> = new Set<ActivityName>([
   'auditStep',
 ]);
 export const isAuditActivity = (a: ActivityName) => AUDIT_ACTIVITIES.has(a);
+/** The audit row a step's database write carries, recorded completed with it (workflows/saga.ts). */
+export const carriedAudit = (c: { args: unknown[] }): StepAudit | undefined =>
+  (c.args[0] as { audit?: StepAudit } | undefined)?.audit;
 
 export const INJECTED = 'InjectedFault';
 /**
@@ -368,6 +371,16 @@ export class FakeWorld {
       }
       if (fault?.kind === 'hold') await this.holdHere(fault.hold!, call, ctx);
       const result = clone(act());
+      // A write that carries its step's audit row records it in the same transaction: with the
+      // write, before a lost reply (fail-after), never after a refusal (act threw).
+      const audit = carriedAudit(call);
+      if (audit)
+        this.auditStep({
+          ...audit,
+          phase: 'forward',
+          status: 'completed',
+          finishedAt: new Date().toISOString(),
+        });
       if (fault?.kind === 'fail-after') {
         throw fail(INJECTED, `injected: ${activity} acted, then its reply was lost`);
       }
@@ -888,8 +901,8 @@ export class FakeFleet {
       dbDeleteMapping: (a: { volumeId: string }) => run('dbDeleteMapping', [a], (w) => w.dbDeleteMapping(a)),
       dbGetExport: (volumeId: string) =>
         run('dbGetExport', [volumeId], (w) => clone(w.exportRows.get(volumeId) ?? null)),
-      dbUpsertExport: (e: ExportRecord) =>
-        run('dbUpsertExport', [e], (w) => {
+      dbUpsertExport: ({ audit, ...e }: ExportRecord & { audit?: StepAudit }) =>
+        run('dbUpsertExport', [{ ...e, audit }], (w) => {
           w.exportRows.set(e.volumeId, clone(e));
         }),
       dbDeleteExport: (a: { volumeId: string }) =>

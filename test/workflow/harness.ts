@@ -19,6 +19,7 @@ import {
   exportUri,
   FakeFleet,
   FakeWorld,
+  carriedAudit,
   isAuditActivity,
   type ActivityName,
   type FakeOperation,
@@ -522,6 +523,12 @@ export async function happyRun(t: Tier, path: SagaPath) {
       const nth = (counts.get(c.activity) ?? 0) + 1;
       counts.set(c.activity, nth);
       pending.push({ activity: c.activity, nth });
+      // A write that records its own step's completion ends that step, as an audit write would.
+      const carried = carriedAudit(c);
+      if (carried) {
+        calls.push(...pending.map((p) => ({ ...p, step: carried.step })));
+        pending = [];
+      }
       continue;
     }
     const rec = c.args[0] as { phase?: string; step?: string; status?: string };

@@ -5,7 +5,8 @@ import { WorkflowUpdateFailedError } from '@temporalio/client';
 import { VolumeBusyError } from '../../src/client/index.js';
 import { diskSerialFor } from '../../src/cloudstack/serial.js';
 import { SA } from '../../src/temporal/search-attributes.js';
-import { FakeWorld } from '../support/fake-activities.js';
+import type { StepRecord } from '../../src/db/operations.js';
+import { carriedAudit, FakeWorld } from '../support/fake-activities.js';
 import {
   APPLIANCE,
   GIB,
@@ -44,6 +45,18 @@ function stateOf(seed: (s: Subject) => void, like: Subject, volumeId = like.volu
   seed({ ...like, world: w, volumeId });
   return w.state();
 }
+
+/** The steps that end in a database write of ours (workflows: `saga.writeStep`). */
+const RECORDED_BY_WRITE = new Set([
+  'assign-name',
+  'adopt-name',
+  'resolve-conflicts',
+  'record-mapping',
+  'record-location',
+  'ensure-export',
+  'remove-export',
+  'remove-rows',
+]);
 
 describe('each saga, no fault', { concurrency: true }, () => {
   for (const [key, path] of Object.entries(PATHS) as [keyof typeof PATHS, SagaPath][]) {
@@ -92,6 +105,20 @@ describe('each saga, no fault', { concurrency: true }, () => {
         1,
         'a new run records one version marker (the baseline), not one per change',
       );
+
+      // A step that ends in a database write of ours is recorded by that write, in its own
+      // transaction; every other step by an audit write of its own. Each exactly once.
+      const carried = s.world.calls.flatMap((c) => carriedAudit(c)?.step ?? []);
+      const separate = s.world.calls.flatMap((c) => {
+        const r = c.args[0] as StepRecord;
+        return c.activity === 'auditStep' && r.phase === 'forward' ? [r.step] : [];
+      });
+      assert.deepEqual(
+        carried,
+        run.steps.filter((st) => RECORDED_BY_WRITE.has(st)),
+        'the steps ending in a write carry their audit row',
+      );
+      assert.deepEqual([...carried, ...separate].sort(), [...run.steps].sort(), 'every step recorded once');
 
       const sa = (await handleOf(t, h).describe()).typedSearchAttributes;
       assert.equal(sa.get(SA.SagaStep), 'done');
