@@ -42,6 +42,7 @@ import { createHostActivities } from '../activities/host/index.js';
 import { VolumeLifecycleClient } from '../src/client/index.js';
 import { CloudStackClient } from '../src/cloudstack/client.js';
 import { diskSerialFor } from '../src/cloudstack/serial.js';
+import type { StepAudit } from '../src/db/operations.js';
 import { exportNameOf, mapperPathOf } from '../src/domain/device-names.js';
 import { startSimulator } from '../harness/cloudstack-sim/index.js';
 import { loadConfig } from '../src/config/index.js';
@@ -259,8 +260,11 @@ async function directAttach(volumeId: string, vm: string, disk: number): Promise
     });
     return r;
   };
+  // A step that ends in a database write has that write record it, as the saga's writeStep does.
+  const writeStep = <R>(name: string, f: (audit: StepAudit) => Promise<R>) =>
+    f({ operationId, seq: ++seq, step: name, startedAt: now() });
   const vol = (await step('validate', () => run(ctl.csGetVolume, volumeId)))!;
-  const { mapping } = await step('assign-name', () =>
+  const { mapping } = await writeStep('assign-name', (audit) =>
     run(ctl.dbAssignName, {
       volumeId,
       sourceVmName: vm,
@@ -269,6 +273,7 @@ async function directAttach(volumeId: string, vm: string, disk: number): Promise
       virtioSerial: diskSerialFor(volumeId),
       sizeBytes: vol.sizeBytes,
       operationId,
+      audit,
     }),
   );
   const before = await run(hst.hostListDevices);
@@ -282,24 +287,25 @@ async function directAttach(volumeId: string, vm: string, disk: number): Promise
     }),
   );
   const name = mapping.persistentName!;
-  await step('resolve-conflicts', async () => [
+  await writeStep('resolve-conflicts', async (audit) => [
     await run(hst.hostResolveConflicts, { name, devicePath: dev.devicePath }),
-    await run(ctl.dbClearStaleDevicePath, { devicePath: dev.devicePath, exceptVolumeId: volumeId }),
+    await run(ctl.dbClearStaleDevicePath, { devicePath: dev.devicePath, exceptVolumeId: volumeId, audit }),
   ]);
   const exportName = exportNameOf(name);
   await run(hst.hostVolumeState, { name, exportName });
   await step('dm-map', () => run(hst.hostDmEnsureLinear, { name, devicePath: dev.devicePath }));
   const m = (await run(ctl.dbGetMapping, volumeId))!;
-  await step('record-mapping', () =>
+  await writeStep('record-mapping', (audit) =>
     run(ctl.dbUpdateMapping, {
       volumeId,
       expectedVersion: m.version,
       operationId,
       patch: { location: 'appliance', targetVmId: null, devicePath: dev.devicePath, dmState: 'linear' },
+      audit,
     }),
   );
   await run(ctl.dbGetExport, volumeId);
-  await step('ensure-export', async () => {
+  await writeStep('ensure-export', async (audit) => {
     const r = await run(hst.hostExportEnsure, { exportName, targetPath: mapperPathOf(name) });
     await run(ctl.dbUpsertExport, {
       exportName,
@@ -308,6 +314,7 @@ async function directAttach(volumeId: string, vm: string, disk: number): Promise
       configPath: r.configPath,
       backend: r.backend,
       status: 'active',
+      audit,
     });
   });
   await run(ctl.auditOperationStatus, { operationId, status: 'completed', finished: true });
