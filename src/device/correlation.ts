@@ -94,10 +94,23 @@ export class SysfsCorrelator implements DeviceCorrelator {
     return out;
   }
 
-  async findBySerial(serial: string): Promise<ResolvedDevice | undefined> {
-    for (const k of await this.listDevices()) {
-      if ((await this.serialOf(k)) === serial)
-        return { ...(await this.describe(k, serial)), method: 'sysfs-serial' };
+  /**
+   * The disk carrying `serial`. `devicesBefore` (the disks listed before an attach began): the
+   * disks that appeared since are read first, each group's serial files at once — the one just
+   * attached is among them, and reading every disk's serial one after another was most of a
+   * correlation on an appliance with many disks. A disk from before that still shows the serial
+   * (one the kernel has not let go of yet) loses to one that appeared since.
+   */
+  async findBySerial(serial: string, devicesBefore?: readonly string[]): Promise<ResolvedDevice | undefined> {
+    const all = await this.listDevices();
+    const before = new Set(devicesBefore);
+    const groups = devicesBefore
+      ? [all.filter((k) => !before.has(k)), all.filter((k) => before.has(k))]
+      : [all];
+    for (const group of groups) {
+      const serials = await Promise.all(group.map((k) => this.serialOf(k)));
+      const i = serials.indexOf(serial);
+      if (i >= 0) return { ...(await this.describe(group[i]!, serial)), method: 'sysfs-serial' };
     }
     const link = path.join(this.dev, 'disk', 'by-id', `virtio-${serial}`);
     const target = await readlink(link).catch(() => undefined);
@@ -112,7 +125,7 @@ export class SysfsCorrelator implements DeviceCorrelator {
     const started = Date.now();
     const found = await this.waitFor(
       async () => {
-        const d = await this.findBySerial(req.serial);
+        const d = await this.findBySerial(req.serial, req.devicesBefore);
         if (d) return d;
         if (req.devicesBefore) return this.fallback(req);
         return undefined;

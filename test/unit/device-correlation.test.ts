@@ -83,6 +83,22 @@ test('falls back to /dev/disk/by-id/virtio-<serial> when sysfs has no serial', a
   assert.equal(d?.sizeBytes, 4096 * 512);
 });
 
+test('a disk that appeared since the attach began wins over one from before showing the same serial', async () => {
+  const t = await tree();
+  await t.addDisk('vda', null);
+  await t.addDisk('vdb', A); // from before: the kernel has not let go of it yet
+  const before = await t.corr().listDevices();
+  await t.addDisk('vdc', A);
+  const d = await t.corr().waitForDevice({ serial: A, devicesBefore: before, timeoutMs: 1000 });
+  assert.equal(d.kernelName, 'vdc');
+  assert.equal(d.method, 'sysfs-serial');
+  // Already there before (an attach of a disk the appliance has): found among the old ones.
+  const again = await t
+    .corr()
+    .waitForDevice({ serial: A, devicesBefore: ['vda', 'vdb', 'vdc'], timeoutMs: 1000 });
+  assert.equal(again.kernelName, 'vdb');
+});
+
 test('degraded fallback: the one new disk without a serial', async () => {
   const t = await tree();
   await t.addDisk('vda', null);
