@@ -1,9 +1,10 @@
 // Benchmark: the price of durability (attach saga vs. the same steps called directly) and
 // throughput of concurrent attach sagas on the Temporal dev server.
 //
-//   TEMPORAL_ADDRESS=127.0.0.1:7244 node --import tsx bench/sagas.ts [overheadRuns=30] [levels=10,100,500]
+//   TEMPORAL_ADDRESS=127.0.0.1:7244 node --import tsx bench/sagas.ts [overheadRuns=100] [levels=10,100,500]
 //   (or BENCH_OVERHEAD_RUNS / BENCH_LEVELS; overheadRuns 0 skips the overhead part)
-//   --quick (npm run bench:sagas -- --quick): 20 interleaved runs and N=100 only, ≤ 3 minutes.
+//   --quick (npm run bench:sagas -- --quick): 100 interleaved runs and N=100 only, about a minute.
+//   (100 runs, not 20: with 20 the p50s of two runs back to back differed by up to 0.1 in the ratio.)
 //
 // The floor: the same shape of no-op activities (the attach saga's remote activities per queue,
 // local activities and upserts, per workflow task, read from its own history) run as a workflow
@@ -67,7 +68,7 @@ import type { floorWorkflow, Shape } from './floor/workflows.js';
 Runtime.install({ logger: new DefaultLogger('ERROR') });
 const quick = process.argv.includes('--quick') || process.env.BENCH_QUICK === '1';
 const args = process.argv.slice(2).filter((a) => a !== '--quick');
-const overheadRuns = Number(args[0] ?? process.env.BENCH_OVERHEAD_RUNS ?? (quick ? 20 : 30));
+const overheadRuns = Number(args[0] ?? process.env.BENCH_OVERHEAD_RUNS ?? 100);
 const levels = (args[1] ?? process.env.BENCH_LEVELS ?? (quick ? '100' : '10,100,500')).split(',').map(Number);
 const disksPerAppliance = Number(process.env.BENCH_DISKS_PER_APPLIANCE ?? 0);
 const HISTORY_SAMPLE = Number(process.env.BENCH_HISTORY_SAMPLE ?? 50);
