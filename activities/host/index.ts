@@ -68,8 +68,8 @@ export interface HostDeps {
 /** Activities that must run on the appliance itself. They never touch the database. */
 export function createHostActivities({ correlator, dm, exports, nbdServer }: HostDeps) {
   const lock = new HostLock();
-  const exportConfigured = async (exportName: string) =>
-    (await exports.listConfigured()).some((e) => e.exportName === exportName);
+  // One export's file or link, not the whole directory: an appliance holds hundreds.
+  const exportConfigured = async (exportName: string) => (await exports.configured(exportName)) !== undefined;
 
   return withClassification({
     async hostListDevices(): Promise<string[]> {
@@ -162,10 +162,8 @@ export function createHostActivities({ correlator, dm, exports, nbdServer }: Hos
       check(schemas.exportRemove, a);
       return lock.run(async () => {
         if (a.onlyIfTarget !== undefined) {
-          const mine = (await exports.listConfigured()).some(
-            (e) => e.exportName === a.exportName && e.targetPath === a.onlyIfTarget,
-          );
-          if (!mine) return { removed: false };
+          if ((await exports.configured(a.exportName))?.targetPath !== a.onlyIfTarget)
+            return { removed: false };
         }
         return exports.remove(a.exportName);
       });

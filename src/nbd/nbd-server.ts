@@ -471,6 +471,14 @@ export class NbdServerBackend implements ExportBackend {
     });
   }
 
+  async configured(exportName: string): Promise<ConfiguredExport | undefined> {
+    const configPath = this.confPath(validateExportName(exportName));
+    const found = parseExportConfig((await this.fs.readText(configPath)) ?? '').find(
+      (s) => s.exportName === exportName,
+    );
+    return found && { ...found, configPath };
+  }
+
   async listConfigured(): Promise<ConfiguredExport[]> {
     const out: ConfiguredExport[] = [];
     for (const e of await this.fs.list(this.confDir)) {

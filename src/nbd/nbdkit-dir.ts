@@ -96,6 +96,13 @@ export class NbdkitDirBackend implements ExportBackend {
     return { removed };
   }
 
+  async configured(exportName: string): Promise<ConfiguredExport | undefined> {
+    const configPath = this.linkPath(validateExportName(exportName));
+    if ((await this.fs.kindOf(configPath)) !== 'symlink') return undefined;
+    const targetPath = await this.fs.readlink(configPath);
+    return targetPath === undefined ? undefined : { exportName, targetPath, configPath };
+  }
+
   async listConfigured(): Promise<ConfiguredExport[]> {
     const out: ConfiguredExport[] = [];
     for (const e of await this.fs.list(this.exportsDir)) {

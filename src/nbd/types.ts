@@ -36,6 +36,8 @@ export interface ExportBackend {
   remove(exportName: string): Promise<{ removed: boolean }>;
   /** What the backend's configuration says (files / symlinks). */
   listConfigured(): Promise<ConfiguredExport[]>;
+  /** One export's configuration, if any: read where `ensure` writes it, nothing else. */
+  configured(exportName: string): Promise<ConfiguredExport | undefined>;
   /** What the running server says over the NBD protocol (NBD_OPT_LIST). */
   listServed(): Promise<ServedExport[]>;
   /** Open one export (NBD_OPT_GO) and report its size or why it failed. */

@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { test } from 'node:test';
 import {
   createExportBackend,
@@ -137,4 +140,38 @@ void test('factory picks the backend by kind and names the bad field', () => {
   rejectsField(() => parseExportBackendConfig({ kind: 'nbd-server', confDir: '/c', host: 'a b' }), 'host');
   rejectsField(() => parseExportBackendConfig({ kind: 'qemu', confDir: '/c' }), 'kind');
   assert.equal(parseExportBackendConfig({ kind: 'nbdkit-dir', exportsDir: '/e', port: '10810' }).port, 10810);
+});
+
+void test("one export's configuration is read where ensure writes it, and agrees with the full listing", async () => {
+  const root = await mkdtemp(path.join(os.tmpdir(), 'vl-nbd-conf-'));
+  try {
+    const backends = [
+      new NbdkitDirBackend({ exportsDir: path.join(root, 'exports'), host: '127.0.0.1', port: 10809 }),
+      new NbdServerBackend({ confDir: path.join(root, 'conf.d'), host: '127.0.0.1', port: 10809 }),
+    ];
+    for (const b of backends) {
+      assert.equal(await b.configured('migration-vol-a'), undefined, `${b.kind}: nothing yet`);
+      await b.ensure({ exportName: 'migration-vol-a', targetPath: '/dev/mapper/a' });
+      await b.ensure({ exportName: 'migration-vol-b', targetPath: '/dev/mapper/b' });
+      const listed = await b.listConfigured();
+      for (const name of ['migration-vol-a', 'migration-vol-b'])
+        assert.deepEqual(
+          await b.configured(name),
+          listed.find((e) => e.exportName === name),
+          `${b.kind}: ${name} as listed`,
+        );
+      assert.equal((await b.configured('migration-vol-b'))?.targetPath, '/dev/mapper/b');
+      await b.remove('migration-vol-a');
+      assert.equal(await b.configured('migration-vol-a'), undefined, `${b.kind}: removed`);
+      await assert.rejects(
+        b.configured('../etc/passwd'),
+        (e: unknown) => e instanceof NbdValidationError && e.field === 'exportName',
+      );
+    }
+    // Something that is not our symlink under an export name is not a configured export.
+    await writeFile(path.join(root, 'exports', 'migration-vol-c'), 'not a link');
+    assert.equal(await backends[0]!.configured('migration-vol-c'), undefined);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
 });
