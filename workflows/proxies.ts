@@ -111,8 +111,8 @@ const BEFORE_2026_12_04 = [
   'delete-asks-cloudstack-after-failed-delete',
 ] as const;
 /** … and those after it, before the second. */
-const BEFORE_2026_12_06 = ['step-row-in-its-write'] as const;
-type Change = (typeof BEFORE_2026_12_04)[number] | (typeof BEFORE_2026_12_06)[number];
+type Before20261206 = 'step-row-in-its-write';
+type Change = (typeof BEFORE_2026_12_04)[number] | Before20261206;
 const inFirstBaseline: ReadonlySet<Change> = new Set(BEFORE_2026_12_04);
 
 /**
