@@ -46,6 +46,8 @@ export class Saga {
   private readonly forward = new CancellationScope();
   private abortReason: string | undefined;
   private pivoted = false;
+  /** A forward step is running; false once it completed, until the next one is entered. */
+  private inStep = false;
 
   constructor(
     private ctx: WorkflowContext,
@@ -120,8 +122,10 @@ export class Saga {
       const result = await this.forward.run(body);
       // A cancel that arrived while the last step was in flight still undoes the operation —
       // unless it passed its pivot, after which it is finished forward.
-      if (this.forward.consideredCancelled && !this.pivoted)
+      if (this.forward.consideredCancelled && !this.pivoted) {
+        this.inStep = true; // it arrived while that step ran: named at it
         throw new CancelledFailure('cancelled while the last step was in flight');
+      }
       this.progress.state = 'completed';
       this.progress.currentStep = null;
       upsertSearchAttributes([{ key: SA.SagaStep, value: 'done' }]);
@@ -139,6 +143,9 @@ export class Saga {
       return result;
     } catch (err) {
       const failedStep = this.progress.currentStep ?? 'start';
+      // Outside any step — a check on what a step returned, or a read preparing the next step —
+      // the failure is named after the step before it, not blamed on it.
+      const where = this.inStep || failedStep === 'start' ? 'at' : 'after';
       const cancelled = isCancellation(err);
       const reason = cancelled
         ? this.abortReason
@@ -152,7 +159,7 @@ export class Saga {
       const outcome = await CancellationScope.nonCancellable(() => this.compensate());
       this.progress.state = 'failed';
       const summary =
-        `${this.type} of volume ${this.ctx.volumeId} ${cancelled ? 'was cancelled' : 'failed'} at step ` +
+        `${this.type} of volume ${this.ctx.volumeId} ${cancelled ? 'was cancelled' : 'failed'} ${where} step ` +
         `"${failedStep}": ${reason}; ` +
         (this.pivoted
           ? `past its point of no return, nothing undone: run the ${this.type} again to finish it`
@@ -221,6 +228,7 @@ export class Saga {
         ? { operationId: this.ctx.operationId, seq, step, startedAt }
         : undefined;
       const result = await action(audit);
+      this.inStep = false;
       this.progress.stepsDone.push(step);
       // Non-cancellable: a step that completed while a cancel was pending is still recorded as
       // done (and a pivot step reaches its pivot), instead of failing on its own audit write.
@@ -271,6 +279,7 @@ export class Saga {
   }
 
   private enter(step: string): void {
+    this.inStep = true;
     this.progress.currentStep = step;
     upsertSearchAttributes([{ key: SA.SagaStep, value: step }]);
     setCurrentDetails(`${this.type} of volume ${this.ctx.volumeId}: ${this.progress.state} — step ${step}`);

@@ -178,7 +178,7 @@ describe('refusals: a check says no, nothing changes, audited refused', { concur
       PATHS.attach,
       (s) => void s.world.csAttach({ volumeId: s.volumeId, vmId: TARGET }),
       (s) => PATHS.attach.start(t, s),
-      /at step "validate".*is attached to VM .*fail it back instead/,
+      /failed after step "validate": .*is attached to VM .*fail it back instead/,
     );
     assert.deepEqual(audit, ['forward:validate:completed']);
   });

@@ -123,7 +123,8 @@ async function faultCase(key: PathKey, happy: HappyRun, call: PlannedCall, kind:
   const entered = [...completed, ...failed];
   const pivotDone = path.pivot !== undefined && completed.includes(path.pivot);
   const expectedUndo = pivotDone ? [] : entered.filter((x) => path.undoable.includes(x)).reverse();
-  const namedStep = /at step "([^"]+)"/.exec(op.error ?? '')?.[1];
+  const named = /(at|after) step "([^"]+)"/.exec(op.error ?? '');
+  const namedStep = named?.[2];
 
   const undone = audit.filter((e) => e.phase === 'compensation');
   assert.deepEqual(
@@ -163,7 +164,7 @@ async function faultCase(key: PathKey, happy: HappyRun, call: PlannedCall, kind:
     }
     assert.equal(out.kind, 'cancelled', ctx);
     assert.equal(op.status, 'cancelled');
-    assert.match(op.error ?? '', /was cancelled at step/);
+    assert.match(op.error ?? '', /was cancelled (at|after) step/);
   } else {
     assert.equal(out.kind, 'failed', ctx);
     assert.equal(out.kind === 'failed' && out.type, 'OperationFailed');
@@ -188,6 +189,10 @@ async function faultCase(key: PathKey, happy: HappyRun, call: PlannedCall, kind:
   }
   assert.ok(namedStep, `the failure names a step: ${op.error}`);
   assert.equal(namedStep, failed[0] ?? completed.at(-1) ?? 'start', ctx);
+  // A failure inside a step is named at it; one between steps (a read preparing the next) after
+  // the step before it, not blamed on it. A cancel that arrived during the last step is at it.
+  const inStep = failed.length > 0 || namedStep === 'start' || completed.length === happy.steps.length;
+  assert.equal(named?.[1], inStep ? 'at' : 'after', ctx);
   assert.deepEqual(w.state(), before, `every component as before — ${ctx}`);
   return { failedStep: failed[0], namedStep };
 }
@@ -253,7 +258,7 @@ describe(
           'fail-after covers every step that acts',
         );
         if (between.length)
-          tc.diagnostic(`reads between steps fail under the previous step's name: ${between.join(', ')}`);
+          tc.diagnostic(`reads between steps fail "after" the step before them: ${between.join(', ')}`);
       });
     }
   },
