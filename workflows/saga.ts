@@ -118,12 +118,14 @@ export class Saga {
       vmId: this.vmId,
       request: this.request,
     });
+    // A cancel that arrived while the last step was in flight is named at that step.
+    let cancelledInLastStep = false;
     try {
       const result = await this.forward.run(body);
       // A cancel that arrived while the last step was in flight still undoes the operation —
       // unless it passed its pivot, after which it is finished forward.
       if (this.forward.consideredCancelled && !this.pivoted) {
-        this.inStep = true; // it arrived while that step ran: named at it
+        cancelledInLastStep = true;
         throw new CancelledFailure('cancelled while the last step was in flight');
       }
       this.progress.state = 'completed';
@@ -145,7 +147,7 @@ export class Saga {
       const failedStep = this.progress.currentStep ?? 'start';
       // Outside any step — a check on what a step returned, or a read preparing the next step —
       // the failure is named after the step before it, not blamed on it.
-      const where = this.inStep || failedStep === 'start' ? 'at' : 'after';
+      const where = this.inStep || cancelledInLastStep || failedStep === 'start' ? 'at' : 'after';
       const cancelled = isCancellation(err);
       const reason = cancelled
         ? this.abortReason
@@ -195,7 +197,7 @@ export class Saga {
    * One forward step. `undo` (if any) is registered before `action` runs.
    */
   step<T>(step: string, action: () => Promise<T>, undo?: () => Promise<unknown>): Promise<T> {
-    return this.forwardStep(step, () => action(), undo, false);
+    return this.forwardStep(step, action, undo, false);
   }
 
   /**

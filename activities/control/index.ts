@@ -333,11 +333,9 @@ export function createControlActivities({ cloudstack, db }: ControlDeps) {
           now.version === a.expectedVersion + 1 &&
           now.lastOperationId === a.operationId &&
           matches(now, a.patch)
-        ) {
-          // Its row was committed with that attempt; written again all the same (an upsert).
-          if (a.audit) await ops.recordCompleted(db, a.audit);
-          return now;
-        }
+        )
+          return now; // its audit row, if it carried one, was committed with that attempt
+
         throw permanent(err.message, 'StaleMapping');
       }
     },
