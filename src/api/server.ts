@@ -11,8 +11,8 @@ import {
 import { runHealthChecks, type ApiDeps } from './deps.js';
 import { useProblemWriter, writeV2 } from './errors.js';
 import { createGuards } from './trust.js';
-import { rootHealth } from './v1/contract.js';
-import { v1Plugin } from './v1/index.js';
+import { rootHealth } from '../engine-contract/v1/contract.js';
+import { v1Plugin } from '../engine-contract/v1/index.js';
 import { v2Plugin } from './v2/index.js';
 
 export type { ApiDeps } from './deps.js';
@@ -26,7 +26,7 @@ const PACKAGE_VERSION = (
  * - /api/v2: this project's API (202, bearer token, Idempotency-Key, field-named errors; OpenAPI
  *   at /api/v2/openapi.json) — src/api/v2/;
  * - /api/v1: the old volume daemon's contract, exactly as the migration engine's client uses it
- *   (201, no headers, `{"error": "<text>"}`) — src/api/v1/;
+ *   (201, no headers, `{"error": "<text>"}`) — src/engine-contract/v1/;
  * - GET /health at the root: the old daemon's liveness answer, `{status: "healthy", version}`.
  * Who may call what: src/api/trust.ts.
  */

@@ -10,7 +10,7 @@ import {
 } from '../client/index.js';
 import { loadConfig } from '../config/index.js';
 import { getExport } from '../db/exports.js';
-import { importOldDatabase } from '../db/import-old.js';
+import { importOldDatabase } from '../engine-contract/import-old.js';
 import { getMapping, listMappings } from '../db/mappings.js';
 import { listOperations } from '../db/operations.js';
 import { createPool } from '../db/pool.js';

@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { buildApi, type ApiDeps } from '../../src/api/server.js';
-import { oldStatus, toOldOperation } from '../../src/api/v1/operation.js';
+import { oldStatus, toOldOperation } from '../../src/engine-contract/v1/operation.js';
 import { getMapping } from '../../src/db/mappings.js';
 import { listOperations, type OperationRow } from '../../src/db/operations.js';
 import {

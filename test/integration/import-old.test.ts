@@ -4,7 +4,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import type { RowDataPacket } from 'mysql2/promise';
 import { loadConfig } from '../../src/config/index.js';
-import { importOldDatabase } from '../../src/db/import-old.js';
+import { importOldDatabase } from '../../src/engine-contract/import-old.js';
 import { getMapping } from '../../src/db/mappings.js';
 import { createPool, dropDatabase, ensureDatabase } from '../../src/db/pool.js';
 import { freshDatabase } from '../support/db.js';

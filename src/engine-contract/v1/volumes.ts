@@ -5,7 +5,7 @@ import { getMapping, listMappings, type MappingRecord } from '../../db/mappings.
 import { listOperations } from '../../db/operations.js';
 import { uuid } from '../../domain/ids.js';
 import type { OperationType } from '../../domain/operations.js';
-import { ApiError } from '../errors.js';
+import { ApiError } from '../../api/errors.js';
 import { oldDeviceMapping, oldError, oldOperation, oldVolumeOnVm } from './contract.js';
 import { attentionOf, toOldOperation } from './operation.js';
 import { createdOperation } from './respond.js';

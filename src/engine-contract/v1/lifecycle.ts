@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { getMapping } from '../../db/mappings.js';
 import { uuid } from '../../domain/ids.js';
-import { ApiError } from '../errors.js';
+import { ApiError } from '../../api/errors.js';
 import { oldError, oldOperation } from './contract.js';
 import { createdOperation } from './respond.js';
 import type { V1Scope } from './index.js';

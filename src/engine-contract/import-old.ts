@@ -2,7 +2,7 @@ import type { Pool, RowDataPacket } from 'mysql2/promise';
 import { diskSerialFor } from '../cloudstack/serial.js';
 import { persistentNameSchema, mapperPathFor, namingFromEngineVolumeName } from '../domain/naming.js';
 import { uuid } from '../domain/ids.js';
-import { getMapping } from './mappings.js';
+import { getMapping } from '../db/mappings.js';
 
 /**
  * Import of the old volume daemon's database (MariaDB `migratekit_oma`, shared with the engine):

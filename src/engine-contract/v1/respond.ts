@@ -2,7 +2,7 @@ import type { FastifyReply } from 'fastify';
 import type { OperationHandle } from '../../client/index.js';
 import { listOperations } from '../../db/operations.js';
 import type { OperationType } from '../../domain/operations.js';
-import type { ApiDeps } from '../deps.js';
+import type { ApiDeps } from '../../api/deps.js';
 import { attentionOf, pendingOldOperation, toOldOperation } from './operation.js';
 
 /** Every accepted v1 mutation: 201 with the operation as the old daemon showed it. */

@@ -1,6 +1,6 @@
 import type { HTTPMethods } from 'fastify';
 import type { z } from 'zod';
-import { ApiError } from '../errors.js';
+import { ApiError } from '../../api/errors.js';
 import { oldError } from './contract.js';
 import type { V1Scope } from './index.js';
 

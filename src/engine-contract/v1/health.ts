@@ -1,4 +1,4 @@
-import { runHealthChecks } from '../deps.js';
+import { runHealthChecks } from '../../api/deps.js';
 import { oldHealthStatus } from './contract.js';
 import type { V1Scope } from './index.js';
 

@@ -8,7 +8,7 @@ import {
   type SnapshotRecord,
 } from '../../db/snapshots.js';
 import { uuid } from '../../domain/ids.js';
-import { ApiError } from '../errors.js';
+import { ApiError } from '../../api/errors.js';
 import { oldError } from './contract.js';
 import type { V1Scope } from './index.js';
 

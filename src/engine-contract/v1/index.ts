@@ -1,8 +1,8 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
-import type { ApiDeps } from '../deps.js';
-import { useProblemWriter, writeV1 } from '../errors.js';
-import type { ZodApp } from '../v2/index.js';
+import type { ApiDeps } from '../../api/deps.js';
+import { useProblemWriter, writeV1 } from '../../api/errors.js';
+import type { ZodApp } from '../../api/v2/index.js';
 import { registerExportRoutes } from './exports.js';
 import { registerHealthRoutes } from './health.js';
 import { registerLifecycleRoutes } from './lifecycle.js';

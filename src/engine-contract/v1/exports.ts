@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { getExport, listExports, type ExportRecord } from '../../db/exports.js';
 import { getMapping, listMappings } from '../../db/mappings.js';
 import { uuid } from '../../domain/ids.js';
-import { ApiError } from '../errors.js';
+import { ApiError } from '../../api/errors.js';
 import { oldError, oldExport } from './contract.js';
 import { rowMeta, type RowMeta } from './read-model.js';
 import type { V1Scope } from './index.js';
