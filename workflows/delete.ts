@@ -3,7 +3,7 @@ import type { DeleteInput, OperationResult } from '../src/domain/operations.js';
 import { diskSerialFor } from '../src/cloudstack/serial.js';
 import { activitiesFor } from './proxies.js';
 import { Saga } from './saga.js';
-import { exportNameOf, mapperPathOf } from '../src/domain/device-names.js';
+import { engineExportNameOf, exportNameOf, mapperPathOf } from '../src/domain/device-names.js';
 
 /**
  * delete: remove export [re-create] → remove dm device [re-create as it was] → detach if
@@ -34,15 +34,16 @@ export async function deleteVolume(input: DeleteInput): Promise<OperationResult>
     if (name) {
       const exportName = exportNameOf(name);
       const mapperPath = mapperPathOf(name);
+      const aliases = [engineExportNameOf(input.volumeId)];
       const configured = await host.hostExportConfigured(exportName);
       await saga.writeStep(
         'remove-export',
         async (audit) => {
-          await host.hostExportRemove({ exportName });
+          await host.hostExportRemove({ exportName, aliases });
           await control.dbDeleteExport({ volumeId: input.volumeId, audit });
         },
         async () => {
-          if (configured) await host.hostExportEnsure({ exportName, targetPath: mapperPath });
+          if (configured) await host.hostExportEnsure({ exportName, targetPath: mapperPath, aliases });
           if (exportRow) await control.dbUpsertExport(exportRow);
         },
       );

@@ -48,6 +48,7 @@ export async function detachVolume(input: DetachInput): Promise<OperationResult>
     await recordLocation(saga, acts, input, m, {
       location: 'detached',
       targetVmId: null,
+      cloudstackDeviceId: null,
       devicePath: null,
       dmState: 'error',
     });

@@ -35,7 +35,7 @@ export async function failoverVolume(input: FailoverInput): Promise<OperationRes
     if (volume.attachedTo === input.applianceVmId) await takeOffAppliance(saga, acts, input, m);
     // The OS disk goes on as the target's root disk (deviceid 0), the way the engine fails a VM over.
     const deviceId = input.asRoot ? { deviceId: 0 } : {};
-    await saga.step(
+    const attached = await saga.step(
       'cloudstack-attach-target',
       () => acts.cloudstack.csAttach({ volumeId: input.volumeId, vmId: input.targetVmId, ...deviceId }),
       () => acts.cloudstack.csDetach({ volumeId: input.volumeId, fromVmId: input.targetVmId }),
@@ -43,6 +43,7 @@ export async function failoverVolume(input: FailoverInput): Promise<OperationRes
     await recordLocation(saga, acts, input, m, {
       location: 'target',
       targetVmId: input.targetVmId,
+      ...(attached.deviceId !== undefined ? { cloudstackDeviceId: attached.deviceId } : {}),
       devicePath: null,
       dmState: 'error',
     });

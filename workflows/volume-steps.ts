@@ -2,7 +2,7 @@ import type { MappingPatch, MappingRecord } from '../src/db/mappings.js';
 import type { VolumeAccess, WorkflowContext } from '../src/domain/operations.js';
 import { diskSerialFor } from '../src/cloudstack/serial.js';
 import type { Activities } from './proxies.js';
-import { exportNameOf, mapperPathOf } from '../src/domain/device-names.js';
+import { engineExportNameOf, exportNameOf, mapperPathOf } from '../src/domain/device-names.js';
 import { permanentFailure, type Saga } from './saga.js';
 import type { DmState } from '../src/domain/mapping.js';
 
@@ -64,7 +64,7 @@ export async function bringToAppliance(
   const serial = diskSerialFor(ctx.volumeId);
   const devicesBefore = await host.hostListDevices();
 
-  await saga.step(
+  const attached = await saga.step(
     'cloudstack-attach',
     () => cloudstack.csAttach({ volumeId: ctx.volumeId, vmId: ctx.applianceVmId }),
     a.attachedBefore
@@ -115,6 +115,8 @@ export async function bringToAppliance(
   await recordMapping(saga, acts, ctx, 'record-mapping', before, {
     location: 'appliance',
     targetVmId: null,
+    // Histories of runs before the field carry none: the row keeps what it had.
+    ...(attached.deviceId !== undefined ? { cloudstackDeviceId: attached.deviceId } : {}),
     devicePath: device.devicePath,
     dmState: 'linear',
   });
@@ -179,7 +181,8 @@ export async function recordLocation(
   acts: Activities,
   ctx: WorkflowContext,
   validated: MappingRecord,
-  patch: Required<Omit<MappingPatch, 'sizeBytes' | 'dmState'>> & { dmState: Exclude<DmState, 'absent'> },
+  patch: Required<Omit<MappingPatch, 'sizeBytes' | 'dmState' | 'cloudstackDeviceId'>> &
+    Pick<MappingPatch, 'cloudstackDeviceId'> & { dmState: Exclude<DmState, 'absent'> },
 ): Promise<void> {
   const now = requireName(await acts.control.dbGetMapping(ctx.volumeId), ctx.volumeId);
   await recordMapping(saga, acts, ctx, 'record-location', validated, patch, now.version);
@@ -245,7 +248,8 @@ export async function recordMapping(
 }
 
 /**
- * The volume's export on the appliance (pointing at its dm device) and its row. `before`: what
+ * The volume's export on the appliance (pointing at its dm device, under its persistent name and
+ * the engine's), and its row. `before`: what
  * existed beforehand, so the undo removes only what this run created; without it (repair: the
  * export is what the database says must exist) nothing is undone.
  */
@@ -259,10 +263,12 @@ export async function ensureExport(
   const { control, host } = acts;
   const exportName = exportNameOf(name);
   const targetPath = mapperPathOf(name);
+  // Also under the name the migration engine parses (migration-vol-<volume id>), same device.
+  const aliases = [engineExportNameOf(ctx.volumeId)];
   return saga.writeStep(
     'ensure-export',
     async (audit) => {
-      const r = await host.hostExportEnsure({ exportName, targetPath });
+      const r = await host.hostExportEnsure({ exportName, targetPath, aliases });
       await control.dbUpsertExport({
         exportName,
         volumeId: ctx.volumeId,
@@ -276,7 +282,8 @@ export async function ensureExport(
     },
     before &&
       (async () => {
-        if (!before.configured) await host.hostExportRemove({ exportName, onlyIfTarget: targetPath });
+        if (!before.configured)
+          await host.hostExportRemove({ exportName, onlyIfTarget: targetPath, aliases });
         if (!before.row) await control.dbDeleteExport({ volumeId: ctx.volumeId });
       }),
   );

@@ -5,6 +5,7 @@ import type { CloudStackApi, CsVolume } from '../../src/cloudstack/types.js';
 import * as mappings from '../../src/db/mappings.js';
 import * as exportsDb from '../../src/db/exports.js';
 import * as ops from '../../src/db/operations.js';
+import type { RowFollower } from '../../src/db/follow.js';
 import * as reconcileDb from '../../src/db/reconcile.js';
 import { devicePathSchema } from '../../src/device/types.js';
 import { uuid } from '../../src/domain/ids.js';
@@ -25,6 +26,11 @@ import { DM_STATES, VOLUME_LOCATIONS } from '../../src/domain/mapping.js';
 export interface ControlDeps {
   cloudstack: CloudStackApi;
   db: Pool;
+  /**
+   * Rows that follow ours in every write's transaction: the migration engine's view in its own
+   * database (src/engine-contract/engine-rows.ts), when ENGINE_DB_NAME names one.
+   */
+  engine?: RowFollower;
 }
 
 /** Heartbeat details of CloudStack job activities: the job to poll again after a retry. */
@@ -67,6 +73,8 @@ export interface VolumeFacts {
   state: string;
   sizeBytes: number;
   attachedTo: string | null;
+  /** CloudStack's device id on the VM it is attached to (0: root disk); null when detached. */
+  deviceId: number | null;
 }
 
 function facts(v: CsVolume): VolumeFacts {
@@ -77,6 +85,7 @@ function facts(v: CsVolume): VolumeFacts {
     state: v.state,
     sizeBytes: v.size,
     attachedTo: v.virtualmachineid ?? null,
+    deviceId: v.virtualmachineid ? (v.deviceid ?? null) : null,
   };
 }
 
@@ -141,6 +150,12 @@ const schemas = {
     patch: z.object({
       location: location.optional(),
       targetVmId: uuid.nullable().optional(),
+      cloudstackDeviceId: z
+        .number()
+        .int('must be an integer')
+        .min(0, 'must be at least 0')
+        .nullable()
+        .optional(),
       devicePath: devicePathSchema.nullable().optional(),
       dmState: dmState.optional(),
       sizeBytes: sizeBytes.optional(),
@@ -208,7 +223,9 @@ function check(schema: z.ZodType, value: unknown): void {
   schema.parse(value);
 }
 
-export function createControlActivities({ cloudstack, db }: ControlDeps) {
+export function createControlActivities({ cloudstack, db, engine }: ControlDeps) {
+  /** A write of one volume's rows, with the engine's following in its transaction. */
+  const follow = (volumeId: string) => (engine ? { follower: engine, volumeIds: [volumeId] } : undefined);
   return withClassification({
     // --- CloudStack -----------------------------------------------------------------------
     async csGetVolume(volumeId: string): Promise<VolumeFacts | null> {
@@ -273,7 +290,7 @@ export function createControlActivities({ cloudstack, db }: ControlDeps) {
     async dbAssignName(input: mappings.AssignNameInput & Recorded) {
       check(schemas.assignName, input);
       try {
-        return await mappings.assignName(db, input, input.audit);
+        return await mappings.assignName(db, input, input.audit, engine);
       } catch (err) {
         // Refusals: the caller's mistake or a collision; retrying cannot change the answer.
         if (
@@ -304,7 +321,12 @@ export function createControlActivities({ cloudstack, db }: ControlDeps) {
     },
     async dbReleaseName(a: { volumeId: string; operationId: string }): Promise<boolean> {
       check(schemas.releaseName, a);
-      return mappings.releaseName(db, a.volumeId, a.operationId);
+      return ops.writeRecordingStep(
+        db,
+        undefined,
+        (tx) => mappings.releaseName(tx, a.volumeId, a.operationId),
+        follow(a.volumeId),
+      );
     },
     /**
      * CAS update. Safe to run twice: if the row is exactly one version past `expectedVersion`,
@@ -322,8 +344,11 @@ export function createControlActivities({ cloudstack, db }: ControlDeps) {
     ): Promise<mappings.MappingRecord> {
       check(schemas.updateMapping, a);
       try {
-        return await ops.writeRecordingStep(db, a.audit, (tx) =>
-          mappings.updateMapping(tx, a.volumeId, a.expectedVersion, a.patch, a.operationId),
+        return await ops.writeRecordingStep(
+          db,
+          a.audit,
+          (tx) => mappings.updateMapping(tx, a.volumeId, a.expectedVersion, a.patch, a.operationId),
+          follow(a.volumeId),
         );
       } catch (err) {
         if (!(err instanceof mappings.StaleMappingError)) throw err;
@@ -347,11 +372,20 @@ export function createControlActivities({ cloudstack, db }: ControlDeps) {
       const patch: mappings.MappingPatch = {
         location: a.before.location,
         targetVmId: a.before.targetVmId,
+        // Rows of a release before the column have none: nothing to put back.
+        ...(a.before.cloudstackDeviceId !== undefined
+          ? { cloudstackDeviceId: a.before.cloudstackDeviceId }
+          : {}),
         devicePath: a.before.devicePath,
         dmState: a.before.dmState,
       };
       if (matches(now, patch)) return;
-      await mappings.updateMapping(db, now.volumeId, now.version, patch, a.operationId);
+      await ops.writeRecordingStep(
+        db,
+        undefined,
+        (tx) => mappings.updateMapping(tx, now.volumeId, now.version, patch, a.operationId),
+        follow(now.volumeId),
+      );
     },
     async dbClearStaleDevicePath(
       a: { devicePath: string; exceptVolumeId: string } & Recorded,
@@ -363,10 +397,15 @@ export function createControlActivities({ cloudstack, db }: ControlDeps) {
     },
     async dbDeleteMapping(a: { volumeId: string } & Recorded): Promise<boolean> {
       check(schemas.volumeWrite, a);
-      return ops.writeRecordingStep(db, a.audit, async (tx) => {
-        await exportsDb.deleteExport(tx, a.volumeId);
-        return mappings.deleteMapping(tx, a.volumeId);
-      });
+      return ops.writeRecordingStep(
+        db,
+        a.audit,
+        async (tx) => {
+          await exportsDb.deleteExport(tx, a.volumeId);
+          return mappings.deleteMapping(tx, a.volumeId);
+        },
+        follow(a.volumeId),
+      );
     },
 
     // --- database: exports -----------------------------------------------------------------
@@ -376,11 +415,16 @@ export function createControlActivities({ cloudstack, db }: ControlDeps) {
     },
     async dbUpsertExport(e: exportsDb.ExportRecord & Recorded): Promise<void> {
       check(schemas.upsertExport, e);
-      await ops.writeRecordingStep(db, e.audit, (tx) => exportsDb.upsertExport(tx, e));
+      await ops.writeRecordingStep(db, e.audit, (tx) => exportsDb.upsertExport(tx, e), follow(e.volumeId));
     },
     async dbDeleteExport(a: { volumeId: string } & Recorded): Promise<boolean> {
       check(schemas.volumeWrite, a);
-      return ops.writeRecordingStep(db, a.audit, (tx) => exportsDb.deleteExport(tx, a.volumeId));
+      return ops.writeRecordingStep(
+        db,
+        a.audit,
+        (tx) => exportsDb.deleteExport(tx, a.volumeId),
+        follow(a.volumeId),
+      );
     },
 
     // --- audit trail -----------------------------------------------------------------------
@@ -452,12 +496,15 @@ export function createControlActivities({ cloudstack, db }: ControlDeps) {
         },
       );
     },
-    /** Orphan check right before removal: does any row claim this persistent name now? */
+    /**
+     * Orphan check right before removal: does any row claim this persistent name now, or, for an
+     * export under the engine's name (`migration-vol-<volume id>`), this volume id?
+     */
     async dbNameInUse(name: string): Promise<boolean> {
       check(schemas.nameInUse, { name });
       const [rows] = await db.query<RowDataPacket[]>(
-        'SELECT 1 FROM device_mappings WHERE persistent_device_name = ? LIMIT 1',
-        [name],
+        'SELECT 1 FROM device_mappings WHERE persistent_device_name = ? OR volume_id = ? LIMIT 1',
+        [name, name],
       );
       return rows.length > 0;
     },

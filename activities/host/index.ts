@@ -31,6 +31,8 @@ const timeoutMs = z.number().int('must be an integer').min(0, 'must be at least 
 const sectors = z.number('must be a number').int('must be an integer').positive('must be positive');
 
 const nameArg = z.object({ name });
+/** More names for the same export (the engine's `migration-vol-<volume id>`): served alike. */
+const aliases = z.array(exportName).max(4, 'must be at most 4 names').optional();
 const exportNameArg = z.object({ exportName });
 const schemas = {
   correlate: z.object({
@@ -46,7 +48,8 @@ const schemas = {
   error: z.object({ name, sectors }),
   table: z.object({ name, table: dmTableSchema }),
   exportName: exportNameArg,
-  exportRemove: z.object({ exportName, onlyIfTarget: targetPathSchema.optional() }),
+  exportEnsure: exportSpecSchema.extend({ aliases }),
+  exportRemove: z.object({ exportName, onlyIfTarget: targetPathSchema.optional(), aliases }),
   volumeState: z.object({ name, exportName }),
 };
 /** Parse, throwing the ZodError (named fields) on bad input; returns nothing on purpose. */
@@ -145,10 +148,13 @@ export function createHostActivities({ correlator, dm, exports, nbdServer }: Hos
         return resolved;
       });
     },
-    async hostExportEnsure(a: { exportName: string; targetPath: string }) {
-      check(exportSpecSchema, a);
+    /** The export, and each alias, serving `targetPath`; the answer is the export's own. */
+    async hostExportEnsure(a: { exportName: string; targetPath: string; aliases?: string[] }) {
+      check(schemas.exportEnsure, a);
       const r = await lock.run(async () => {
-        const done = await exports.ensure(a);
+        const done = await exports.ensure({ exportName: a.exportName, targetPath: a.targetPath });
+        for (const alias of a.aliases ?? [])
+          await exports.ensure({ exportName: alias, targetPath: a.targetPath });
         await nbdServer?.ensureRunning(); // fails (and is retried) while it cannot be started
         return done;
       });
@@ -156,16 +162,21 @@ export function createHostActivities({ correlator, dm, exports, nbdServer }: Hos
     },
     /**
      * Remove an export. With `onlyIfTarget` (compensations), only an export of ours serving that
-     * path is removed: whatever else sits under the name was not made by this run.
+     * path is removed: whatever else sits under the name was not made by this run. Each alias is
+     * removed by the same rule; the answer is the export's own.
      */
-    async hostExportRemove(a: { exportName: string; onlyIfTarget?: string }) {
+    async hostExportRemove(a: { exportName: string; onlyIfTarget?: string; aliases?: string[] }) {
       check(schemas.exportRemove, a);
-      return lock.run(async () => {
+      const removeOne = async (exportName: string) => {
         if (a.onlyIfTarget !== undefined) {
-          if ((await exports.configured(a.exportName))?.targetPath !== a.onlyIfTarget)
+          if ((await exports.configured(exportName))?.targetPath !== a.onlyIfTarget)
             return { removed: false };
         }
-        return exports.remove(a.exportName);
+        return exports.remove(exportName);
+      };
+      return lock.run(async () => {
+        for (const alias of a.aliases ?? []) await removeOne(alias);
+        return removeOne(a.exportName);
       });
     },
     async hostExportConfigured(exportName: string): Promise<boolean> {

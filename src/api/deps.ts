@@ -1,11 +1,14 @@
 import type { Pool } from 'mysql2/promise';
 import type { VolumeLifecycleClient } from '../client/index.js';
 import type { ServedExport } from '../nbd/types.js';
+import type { EngineRows } from '../engine-contract/engine-rows.js';
 
 /** What the HTTP API runs on. Both versions start every operation through `volumes`. */
 export interface ApiDeps {
   volumes: VolumeLifecycleClient;
   db: Pool;
+  /** The engine's rows (ENGINE_DB_NAME): snapshot tracking keeps them in its transaction. */
+  engine?: EngineRows;
   /** The appliance this API serves by default (APPLIANCE_VM_ID). */
   applianceVmId: string;
   /** Every other appliance VM id at the site (APPLIANCE_VM_IDS); see /api/v1 attach. */

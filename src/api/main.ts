@@ -10,6 +10,7 @@ import { reconcileNow } from '../reconcile/schedule.js';
 import { connectClient } from '../temporal/connection.js';
 import { createCloudStack, createExports } from '../worker/wiring.js';
 import { buildApi } from './server.js';
+import { engineRowsFor } from '../engine-contract/engine-rows.js';
 
 const cfg = loadConfig();
 if (!cfg.APPLIANCE_VM_ID) throw new Error('APPLIANCE_VM_ID: required by the API (the appliance VM UUID)');
@@ -28,6 +29,7 @@ const app = await buildApi({
     correlationTimeoutMs: cfg.CORRELATION_TIMEOUT_MS,
   }),
   db,
+  engine: engineRowsFor(cfg),
   applianceVmId,
   applianceVmIds: cfg.APPLIANCE_VM_IDS,
   token: cfg.API_TOKEN,

@@ -11,6 +11,7 @@ import {
 import { loadConfig } from '../config/index.js';
 import { getExport } from '../db/exports.js';
 import { importOldDatabase } from '../engine-contract/import-old.js';
+import { engineRowsFor } from '../engine-contract/engine-rows.js';
 import { getMapping, listMappings } from '../db/mappings.js';
 import { listOperations } from '../db/operations.js';
 import { createPool } from '../db/pool.js';
@@ -279,7 +280,12 @@ program
     if (!applianceVmId)
       throw new InvalidRequestError([{ field: '--appliance', message: 'required (or APPLIANCE_VM_ID)' }]);
     const r = await withDb((db) =>
-      importOldDatabase(db, { from: o.fromDb, applianceVmId, apply: Boolean(o.apply) }),
+      importOldDatabase(db, {
+        from: o.fromDb,
+        applianceVmId,
+        apply: Boolean(o.apply),
+        ...(cfg.ENGINE_DB_NAME === o.fromDb ? { engine: engineRowsFor(cfg) } : {}),
+      }),
     );
     out(r, () => {
       for (const d of r.adopted)

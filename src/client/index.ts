@@ -259,6 +259,33 @@ export class VolumeLifecycleClient {
       if (last && last.operationId === input.operationId) return last;
     }
     delete input.idempotent;
+    for (let attempt = 0; ; attempt++) {
+      const started = await this.tryStart(type, workflowId, input, vmName);
+      if (started.handle) return started.handle;
+      // The running saga has finished (its audit row may already say so to a poller): only its
+      // close is outstanding. Wait for it, briefly, rather than call the volume busy.
+      if (attempt === 0 && (await this.closing(started.running))) continue;
+      throw started.busy;
+    }
+  }
+
+  /** Whether a run has ended its saga and is closing (its last audit write, its completion). */
+  private async closing(running: WorkflowHandle): Promise<boolean> {
+    const p = await running.query(progressQuery).catch(() => undefined);
+    if (!p || (p.state !== 'completed' && p.state !== 'failed')) return false;
+    await Promise.race([running.result().catch(() => undefined), new Promise((r) => setTimeout(r, 30_000))]);
+    return true;
+  }
+
+  private async tryStart<I extends WorkflowContext>(
+    type: Exclude<OperationType, 'repair'>,
+    workflowId: string,
+    input: I,
+    vmName: string | undefined,
+  ): Promise<
+    | { handle: OperationHandle; running?: never; busy?: never }
+    | { handle?: never; running: WorkflowHandle; busy: VolumeBusyError }
+  > {
     const pairs = [
       ...(input.volumeId ? [{ key: SA.VolumeId, value: input.volumeId }] : []),
       { key: SA.ApplianceVmId, value: input.applianceVmId },
@@ -278,7 +305,9 @@ export class VolumeLifecycleClient {
         typedSearchAttributes: new TypedSearchAttributes(pairs),
         staticSummary: summaryOf(type, input, vmName),
       });
-      return this.wrap(handle, handle.firstExecutionRunId, input.operationId, type, input.volumeId, false);
+      return {
+        handle: this.wrap(handle, handle.firstExecutionRunId, input.operationId, type, input.volumeId, false),
+      };
     } catch (err) {
       if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
     }
@@ -287,14 +316,17 @@ export class VolumeLifecycleClient {
     const d = await running.describe();
     const memo = (d.memo ?? {}) as { operationId?: string; type?: string };
     if (memo.operationId === input.operationId) {
-      return this.wrap(running, d.runId, input.operationId, type, input.volumeId, true);
+      return { handle: this.wrap(running, d.runId, input.operationId, type, input.volumeId, true) };
     }
-    throw new VolumeBusyError(input.volumeId, {
-      operationId: memo.operationId,
-      type: memo.type,
-      workflowId,
-      runId: d.runId,
-    });
+    return {
+      running: this.opts.client.workflow.getHandle(workflowId, d.runId),
+      busy: new VolumeBusyError(input.volumeId, {
+        operationId: memo.operationId,
+        type: memo.type,
+        workflowId,
+        runId: d.runId,
+      }),
+    };
   }
 
   private wrap(

@@ -35,6 +35,15 @@ export const envSchema = z.object({
     .regex(/^[A-Za-z0-9_]{1,64}$/, 'must be letters, digits and "_"')
     .default('volume_lifecycle'),
   DB_POOL_SIZE: z.coerce.number().int().min(1).max(500).default(10),
+  /**
+   * The migration engine's database on the same server (`migratekit_oma`), whose
+   * device_mappings, nbd_exports and ossea_volumes rows every saga keeps as the old daemon did
+   * (src/engine-contract). Unset: there is no engine database (the demo).
+   */
+  ENGINE_DB_NAME: z
+    .string()
+    .regex(/^[A-Za-z0-9_]{1,64}$/, 'must be letters, digits and "_"')
+    .optional(),
 
   CLOUDSTACK_URL: z.string().url().default('http://127.0.0.1:8080/client/api'),
   CLOUDSTACK_API_KEY: z.string().default(''),

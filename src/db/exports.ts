@@ -29,6 +29,28 @@ export async function getExport(pool: Pool, volumeId: string): Promise<ExportRec
   return (await listExports(pool, { volumeId }))[0];
 }
 
+/** One volume's export row, read on `db` (a transaction's connection); `lock`: FOR UPDATE. */
+export async function readExport(
+  db: Pool | PoolConnection,
+  volumeId: string,
+  lock = false,
+): Promise<ExportRecord | undefined> {
+  const [rows] = await db.query<RowDataPacket[]>(
+    `SELECT * FROM nbd_exports WHERE volume_id = ?${lock ? ' FOR UPDATE' : ''}`,
+    [volumeId],
+  );
+  return rows[0] ? fromRow(rows[0]) : undefined;
+}
+
+const fromRow = (r: RowDataPacket): ExportRecord => ({
+  exportName: r.export_name,
+  volumeId: r.volume_id,
+  targetPath: r.target_path,
+  configPath: r.config_path,
+  backend: r.backend,
+  status: r.status,
+});
+
 export async function listExports(pool: Pool, filter: { volumeId?: string; applianceVmId?: string } = {}) {
   const where: string[] = [];
   const args: string[] = [];
@@ -45,12 +67,5 @@ export async function listExports(pool: Pool, filter: { volumeId?: string; appli
      ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY e.export_name`,
     args,
   );
-  return rows.map((r): ExportRecord => ({
-    exportName: r.export_name,
-    volumeId: r.volume_id,
-    targetPath: r.target_path,
-    configPath: r.config_path,
-    backend: r.backend,
-    status: r.status,
-  }));
+  return rows.map(fromRow);
 }

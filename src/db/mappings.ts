@@ -6,6 +6,7 @@ import {
   namingFromEngineVolumeName,
   persistentNameFor,
 } from '../domain/naming.js';
+import type { RowFollower } from './follow.js';
 import { recordCompleted, type StepAudit } from './operations.js';
 
 interface MappingRow extends RowDataPacket {
@@ -15,6 +16,7 @@ interface MappingRow extends RowDataPacket {
   appliance_vm_id: string;
   location: VolumeLocation;
   target_vm_id: string | null;
+  cloudstack_device_id: number | null;
   device_path: string | null;
   virtio_serial: string;
   size_bytes: number | string;
@@ -35,6 +37,8 @@ export interface MappingRecord {
   applianceVmId: string;
   location: VolumeLocation;
   targetVmId: string | null;
+  /** CloudStack's device id of the current attachment (0: root disk); null when detached or unknown. */
+  cloudstackDeviceId: number | null;
   devicePath: string | null;
   virtioSerial: string;
   sizeBytes: number;
@@ -53,6 +57,7 @@ function fromRow(r: MappingRow): MappingRecord {
     applianceVmId: r.appliance_vm_id,
     location: r.location,
     targetVmId: r.target_vm_id,
+    cloudstackDeviceId: r.cloudstack_device_id === null ? null : Number(r.cloudstack_device_id),
     devicePath: r.device_path,
     virtioSerial: r.virtio_serial,
     sizeBytes: Number(r.size_bytes),
@@ -141,10 +146,13 @@ export class NameUnknownError extends Error {
 export async function getMapping(
   db: Pool | PoolConnection,
   volumeId: string,
+  /** Inside a transaction: lock the row (FOR UPDATE). */
+  lock = false,
 ): Promise<MappingRecord | undefined> {
-  const [rows] = await db.query<MappingRow[]>('SELECT * FROM device_mappings WHERE volume_id = ?', [
-    volumeId,
-  ]);
+  const [rows] = await db.query<MappingRow[]>(
+    `SELECT * FROM device_mappings WHERE volume_id = ?${lock ? ' FOR UPDATE' : ''}`,
+    [volumeId],
+  );
   return rows[0] ? fromRow(rows[0]) : undefined;
 }
 
@@ -198,6 +206,8 @@ export async function assignName(
   input: AssignNameInput,
   /** The step's audit row, recorded completed in this transaction (see writeRecordingStep). */
   audit?: StepAudit,
+  /** Rows that follow ours (the engine's view), written in this transaction too. */
+  follower?: RowFollower,
 ): Promise<{ mapping: MappingRecord; created: boolean }> {
   // A lost race (duplicate key) or a deadlock is retried a few times: the next attempt sees the
   // winner's committed row and ends in its permanent answer.
@@ -208,60 +218,10 @@ export async function assignName(
       // READ COMMITTED: no gap locks, so racing inserts do not deadlock.
       await conn.query('SET TRANSACTION ISOLATION LEVEL READ COMMITTED');
       await conn.beginTransaction();
-      const existing = await conn.query<MappingRow[]>(
-        'SELECT * FROM device_mappings WHERE volume_id = ? FOR UPDATE',
-        [input.volumeId],
-      );
-      const row = existing[0][0] ? fromRow(existing[0][0]) : undefined;
-      const asked =
-        input.sourceVmName !== undefined && input.diskIndex !== undefined
-          ? { sourceVmName: input.sourceVmName, diskIndex: input.diskIndex }
-          : undefined;
-      if (row && asked && (row.sourceVmName !== asked.sourceVmName || row.diskIndex !== asked.diskIndex))
-        throw new MappingMismatchError(input.volumeId, row, asked);
-      if (row?.persistentName) {
-        if (audit) await recordCompleted(conn, audit);
-        await conn.commit();
-        return { mapping: row, created: false };
-      }
-      const naming =
-        asked ??
-        (row ? { sourceVmName: row.sourceVmName, diskIndex: row.diskIndex } : undefined) ??
-        (input.volumeName !== undefined ? namingFromEngineVolumeName(input.volumeName) : undefined);
-      if (!naming) throw new NameUnknownError(input.volumeId, input.volumeName);
-
-      const name = await refuseTaken(conn, naming, input.volumeId);
-      if (row) {
-        // A row adopted from the old daemon, without a name yet: name it in place.
-        await conn.query(
-          `UPDATE device_mappings SET persistent_device_name = ?, mapper_path = ?, version = version + 1,
-             last_operation_id = ? WHERE volume_id = ?`,
-          [name, mapperPathFor(name), input.operationId, input.volumeId],
-        );
-      } else {
-        await conn.query(
-          `INSERT INTO device_mappings (volume_id, source_vm_name, disk_index, appliance_vm_id, location,
-             virtio_serial, size_bytes, persistent_device_name, mapper_path, dm_state, last_operation_id,
-             created_by_operation_id)
-           VALUES (?, ?, ?, ?, 'detached', ?, ?, ?, ?, 'absent', ?, ?)`,
-          [
-            input.volumeId,
-            naming.sourceVmName,
-            naming.diskIndex,
-            input.applianceVmId,
-            input.virtioSerial,
-            input.sizeBytes,
-            name,
-            mapperPathFor(name),
-            input.operationId,
-            input.operationId,
-          ],
-        );
-      }
-      const mapping = await getMapping(conn, input.volumeId);
-      if (audit) await recordCompleted(conn, audit);
+      const write = () => assignInTransaction(conn, input, audit);
+      const result = follower ? await follower.around(conn, [input.volumeId], write) : await write();
       await conn.commit();
-      return { mapping: mapping!, created: true };
+      return result;
     } catch (err) {
       await conn.rollback().catch(() => {});
       const code = (err as { code?: string }).code;
@@ -273,6 +233,66 @@ export async function assignName(
       conn.release();
     }
   }
+}
+
+/** assignName's reads and writes, inside its transaction on `conn`. */
+async function assignInTransaction(
+  conn: PoolConnection,
+  input: AssignNameInput,
+  audit: StepAudit | undefined,
+): Promise<{ mapping: MappingRecord; created: boolean }> {
+  const existing = await conn.query<MappingRow[]>(
+    'SELECT * FROM device_mappings WHERE volume_id = ? FOR UPDATE',
+    [input.volumeId],
+  );
+  const row = existing[0][0] ? fromRow(existing[0][0]) : undefined;
+  const asked =
+    input.sourceVmName !== undefined && input.diskIndex !== undefined
+      ? { sourceVmName: input.sourceVmName, diskIndex: input.diskIndex }
+      : undefined;
+  if (row && asked && (row.sourceVmName !== asked.sourceVmName || row.diskIndex !== asked.diskIndex))
+    throw new MappingMismatchError(input.volumeId, row, asked);
+  if (row?.persistentName) {
+    if (audit) await recordCompleted(conn, audit);
+    return { mapping: row, created: false };
+  }
+  const naming =
+    asked ??
+    (row ? { sourceVmName: row.sourceVmName, diskIndex: row.diskIndex } : undefined) ??
+    (input.volumeName !== undefined ? namingFromEngineVolumeName(input.volumeName) : undefined);
+  if (!naming) throw new NameUnknownError(input.volumeId, input.volumeName);
+
+  const name = await refuseTaken(conn, naming, input.volumeId);
+  if (row) {
+    // A row adopted from the old daemon, without a name yet: name it in place.
+    await conn.query(
+      `UPDATE device_mappings SET persistent_device_name = ?, mapper_path = ?, version = version + 1,
+         last_operation_id = ? WHERE volume_id = ?`,
+      [name, mapperPathFor(name), input.operationId, input.volumeId],
+    );
+  } else {
+    await conn.query(
+      `INSERT INTO device_mappings (volume_id, source_vm_name, disk_index, appliance_vm_id, location,
+         virtio_serial, size_bytes, persistent_device_name, mapper_path, dm_state, last_operation_id,
+         created_by_operation_id)
+       VALUES (?, ?, ?, ?, 'detached', ?, ?, ?, ?, 'absent', ?, ?)`,
+      [
+        input.volumeId,
+        naming.sourceVmName,
+        naming.diskIndex,
+        input.applianceVmId,
+        input.virtioSerial,
+        input.sizeBytes,
+        name,
+        mapperPathFor(name),
+        input.operationId,
+        input.operationId,
+      ],
+    );
+  }
+  const mapping = await getMapping(conn, input.volumeId);
+  if (audit) await recordCompleted(conn, audit);
+  return { mapping: mapping!, created: true };
 }
 
 /**
@@ -310,8 +330,12 @@ export async function refuseTaken(
  * Compensation of assignName: delete the row only if this operation created it and it is back in
  * its initial state (detached, no dm device, no export). Anything else is left alone.
  */
-export async function releaseName(pool: Pool, volumeId: string, operationId: string): Promise<boolean> {
-  const [r] = await pool.query<ResultSetHeader>(
+export async function releaseName(
+  db: Pool | PoolConnection,
+  volumeId: string,
+  operationId: string,
+): Promise<boolean> {
+  const [r] = await db.query<ResultSetHeader>(
     `DELETE m FROM device_mappings m LEFT JOIN nbd_exports e ON e.volume_id = m.volume_id
      WHERE m.volume_id = ? AND m.created_by_operation_id = ? AND m.location = 'detached'
        AND m.dm_state = 'absent' AND e.id IS NULL`,
@@ -323,6 +347,7 @@ export async function releaseName(pool: Pool, volumeId: string, operationId: str
 export interface MappingPatch {
   location?: VolumeLocation;
   targetVmId?: string | null;
+  cloudstackDeviceId?: number | null;
   devicePath?: string | null;
   dmState?: DmState;
   sizeBytes?: number;
@@ -341,6 +366,7 @@ export async function updateMapping(
   const col: Record<keyof MappingPatch, string> = {
     location: 'location',
     targetVmId: 'target_vm_id',
+    cloudstackDeviceId: 'cloudstack_device_id',
     devicePath: 'device_path',
     dmState: 'dm_state',
     sizeBytes: 'size_bytes',

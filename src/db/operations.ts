@@ -1,5 +1,6 @@
 import type { Pool, PoolConnection, RowDataPacket } from 'mysql2/promise';
 import type { OperationStatus, OperationType } from '../domain/operations.js';
+import { inTransaction, type RowFollower } from './follow.js';
 
 export type { OperationStatus };
 
@@ -92,28 +93,25 @@ export interface StepAudit {
 
 /**
  * Run `write` and, when it carries its step's audit row, record the step completed in the same
- * transaction. Without one, `write` runs on the pool as it always did. Safe to run twice: the
- * row is an upsert on (operation, seq), and `write` is the caller's idempotent write.
+ * transaction; with `follow`, the rows that follow ours (the engine's view) are brought up to date
+ * in it too. With neither, `write` runs on the pool as it always did. Safe to run twice: the row
+ * is an upsert on (operation, seq), `write` is the caller's idempotent write, and following is a
+ * projection of what the write left.
  */
 export async function writeRecordingStep<T>(
   pool: Pool,
   audit: StepAudit | undefined,
   write: (db: Pool | PoolConnection) => Promise<T>,
+  follow?: { follower: RowFollower; volumeIds: readonly string[] },
 ): Promise<T> {
-  if (!audit) return write(pool);
-  const conn = await pool.getConnection();
-  try {
-    await conn.beginTransaction();
-    const result = await write(conn);
-    await recordCompleted(conn, audit);
-    await conn.commit();
+  if (!audit && !follow) return write(pool);
+  return inTransaction(pool, async (tx) => {
+    const result = follow
+      ? await follow.follower.around(tx, follow.volumeIds, () => write(tx))
+      : await write(tx);
+    if (audit) await recordCompleted(tx, audit);
     return result;
-  } catch (err) {
-    await conn.rollback().catch(() => {});
-    throw err;
-  } finally {
-    conn.release();
-  }
+  });
 }
 
 /** The step's row, completed now: inside the transaction of the write that completed it. */

@@ -1,4 +1,4 @@
-import type { Pool, ResultSetHeader, RowDataPacket } from 'mysql2/promise';
+import type { Pool, PoolConnection, ResultSetHeader, RowDataPacket } from 'mysql2/promise';
 
 /**
  * The engine's snapshot bookkeeping: before a test failover it snapshots each volume in
@@ -41,7 +41,7 @@ const fromRow = (r: Row): SnapshotRecord => ({
 
 /** Record (or replace) the volume's snapshot: idempotent, one per volume. */
 export async function trackSnapshot(
-  db: Pool,
+  db: Pool | PoolConnection,
   s: Pick<SnapshotRecord, 'volumeId' | 'vmContextId' | 'snapshotId'> &
     Partial<Pick<SnapshotRecord, 'snapshotName' | 'diskId' | 'snapshotStatus'>>,
 ): Promise<SnapshotRecord> {
@@ -62,12 +62,18 @@ export async function trackSnapshot(
   return (await getSnapshot(db, s.volumeId))!;
 }
 
-export async function getSnapshot(db: Pool, volumeId: string): Promise<SnapshotRecord | undefined> {
+export async function getSnapshot(
+  db: Pool | PoolConnection,
+  volumeId: string,
+): Promise<SnapshotRecord | undefined> {
   const [rows] = await db.query<Row[]>('SELECT * FROM volume_snapshots WHERE volume_id = ?', [volumeId]);
   return rows[0] ? fromRow(rows[0]) : undefined;
 }
 
-export async function listSnapshotsForContext(db: Pool, vmContextId: string): Promise<SnapshotRecord[]> {
+export async function listSnapshotsForContext(
+  db: Pool | PoolConnection,
+  vmContextId: string,
+): Promise<SnapshotRecord[]> {
   const [rows] = await db.query<Row[]>(
     'SELECT * FROM volume_snapshots WHERE vm_context_id = ? ORDER BY created_at, volume_id',
     [vmContextId],
@@ -77,7 +83,7 @@ export async function listSnapshotsForContext(db: Pool, vmContextId: string): Pr
 
 /** Update a tracked snapshot's id or status; undefined when the volume has none. */
 export async function updateSnapshot(
-  db: Pool,
+  db: Pool | PoolConnection,
   volumeId: string,
   patch: { snapshotId?: string; snapshotStatus?: string },
 ): Promise<SnapshotRecord | undefined> {
@@ -90,7 +96,10 @@ export async function updateSnapshot(
 }
 
 /** Forget every snapshot of a VM context; returns how many. */
-export async function removeSnapshotsForContext(db: Pool, vmContextId: string): Promise<number> {
+export async function removeSnapshotsForContext(
+  db: Pool | PoolConnection,
+  vmContextId: string,
+): Promise<number> {
   const [r] = await db.query<ResultSetHeader>('DELETE FROM volume_snapshots WHERE vm_context_id = ?', [
     vmContextId,
   ]);

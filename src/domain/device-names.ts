@@ -7,3 +7,11 @@ export const EXPORT_PREFIX = 'migration-vol-';
 export const exportNameOf = (persistentName: string): string => EXPORT_PREFIX + persistentName;
 
 export const mapperPathOf = (persistentName: string): string => `/dev/mapper/${persistentName}`;
+
+/**
+ * The name the migration engine knows a volume's export by. Its code takes the volume id from an
+ * export name by stripping the prefix (and from that, the VMware disk key the replication writes
+ * to), so every export is also served under this name, over the same dm device, and /api/v1
+ * reports it (docs/engine-contract.md).
+ */
+export const engineExportNameOf = (volumeId: string): string => EXPORT_PREFIX + volumeId.toLowerCase();

@@ -1,4 +1,5 @@
-import type { Pool, RowDataPacket } from 'mysql2/promise';
+import type { Pool, PoolConnection, RowDataPacket } from 'mysql2/promise';
+import { inTransaction, type RowFollower } from '../db/follow.js';
 import { diskSerialFor } from '../cloudstack/serial.js';
 import { persistentNameSchema, mapperPathFor, namingFromEngineVolumeName } from '../domain/naming.js';
 import { uuid } from '../domain/ids.js';
@@ -10,8 +11,10 @@ import { getMapping } from '../db/mappings.js';
  * `ossea_volumes` (which carry the volume names). Each old mapping becomes a row of ours in the
  * state reconciliation adopts: named (the old persistent name kept as it was, else none yet),
  * placed where the old row says it is, with no dm device and no export recorded — the reconcile
- * pass then maps and exports it through the one repair path. Read-only on the old database:
- * nothing the old daemon owned is changed or removed.
+ * pass then maps and exports it through the one repair path. Without `engine`, read-only on the
+ * old database; with it (the old database is the engine's, ENGINE_DB_NAME), each adopted named
+ * row's engine rows are brought to what every saga keeps them as (engine-rows.ts), so the switch
+ * leaves one truth: what the engine wrote itself stays.
  */
 
 export interface OldMappingRow {
@@ -108,7 +111,14 @@ export interface ImportReport {
  */
 export async function importOldDatabase(
   db: Pool,
-  opts: { from: string; applianceVmId: string; applianceVmIds?: string[]; apply: boolean },
+  opts: {
+    from: string;
+    applianceVmId: string;
+    applianceVmIds?: string[];
+    apply: boolean;
+    /** The engine's rows to keep (ENGINE_DB_NAME); without it the old database is only read. */
+    engine?: RowFollower;
+  },
 ): Promise<ImportReport> {
   const appliances = new Set(
     [opts.applianceVmId, ...(opts.applianceVmIds ?? [])].map((s) => s.toLowerCase()),
@@ -136,22 +146,28 @@ export async function importOldDatabase(
     if (d.persistentName) names.set(d.persistentName, d.volumeId);
     if (opts.apply) {
       try {
-        await db.query(
-          `INSERT INTO device_mappings (volume_id, source_vm_name, disk_index, appliance_vm_id, location,
+        const insert = (tx: PoolConnection) =>
+          tx.query(
+            `INSERT INTO device_mappings (volume_id, source_vm_name, disk_index, appliance_vm_id, location,
              target_vm_id, virtio_serial, size_bytes, persistent_device_name, mapper_path, dm_state)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'absent')`,
-          [
-            d.volumeId,
-            d.sourceVmName,
-            d.diskIndex,
-            opts.applianceVmId,
-            d.location,
-            d.targetVmId,
-            diskSerialFor(d.volumeId),
-            d.sizeBytes,
-            d.persistentName,
-            d.persistentName ? mapperPathFor(d.persistentName) : null,
-          ],
+            [
+              d.volumeId,
+              d.sourceVmName,
+              d.diskIndex,
+              opts.applianceVmId,
+              d.location,
+              d.targetVmId,
+              diskSerialFor(d.volumeId),
+              d.sizeBytes,
+              d.persistentName,
+              d.persistentName ? mapperPathFor(d.persistentName) : null,
+            ],
+          );
+        // With the engine's database configured, its rows of the volume take our form in the
+        // same transaction (what the engine wrote itself is kept; unnamed rows stay as they are).
+        await inTransaction(db, (tx) =>
+          opts.engine ? opts.engine.around(tx, [d.volumeId], () => insert(tx)) : insert(tx),
         );
       } catch (err) {
         if ((err as { code?: string }).code !== 'ER_DUP_ENTRY') throw err;

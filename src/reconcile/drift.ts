@@ -1,5 +1,5 @@
 import type { DmTable } from '../device/types.js';
-import { EXPORT_PREFIX, exportNameOf, mapperPathOf } from '../domain/device-names.js';
+import { EXPORT_PREFIX, engineExportNameOf, exportNameOf, mapperPathOf } from '../domain/device-names.js';
 import type { DmState, ExportBackendKind, VolumeLocation } from '../domain/mapping.js';
 
 /**
@@ -92,8 +92,11 @@ export function computeDrift(
   const configured = new Map(actual.exportsConfigured.map((e) => [e.exportName, e]));
   const served = actual.exportsServed ? new Set(actual.exportsServed) : null;
   const namesInDb = new Set(desired.flatMap((v) => (v.persistentName ? [v.persistentName] : [])));
+  // A named volume's export goes by two names: its persistent one and the engine's.
   const exportsInDb = new Set(
-    desired.flatMap((v) => (v.persistentName ? [exportNameOf(v.persistentName)] : [])),
+    desired.flatMap((v) =>
+      v.persistentName ? [exportNameOf(v.persistentName), engineExportNameOf(v.volumeId)] : [],
+    ),
   );
 
   const add = (f: Finding) => findings.push(f);
@@ -189,28 +192,27 @@ export function computeDrift(
       );
     }
 
-    if (v.exportName) {
-      const conf = configured.get(v.exportName);
-      if (!conf)
-        add(repair('export-missing', v, v.exportName, `write the export config for ${v.exportName}`));
+    for (const exportName of v.exportName ? [v.exportName, engineExportNameOf(v.volumeId)] : []) {
+      const conf = configured.get(exportName);
+      if (!conf) add(repair('export-missing', v, exportName, `write the export config for ${exportName}`));
       else if (conf.targetPath !== mapperPathOf(name)) {
         add(
-          repair('export-wrong-target', v, v.exportName, `point ${v.exportName} at ${mapperPathOf(name)}`, {
+          repair('export-wrong-target', v, exportName, `point ${exportName} at ${mapperPathOf(name)}`, {
             configuredTarget: conf.targetPath,
           }),
         );
-      } else if (served && !served.has(v.exportName) && dm) {
+      } else if (served && !served.has(exportName) && dm) {
         // Only with the dm device present: nbdkit hides an export whose target is missing, so
         // without it this is a symptom of dm-missing, which the repair fixes.
         add({
           kind: 'export-not-served',
           volumeId: v.volumeId,
-          subject: v.exportName,
+          subject: exportName,
           decision: 'report',
           remedy:
             opts.backend === 'nbd-server'
-              ? `nbd-server has not loaded ${v.exportName}: restart it safely (volumectl reconcile applies the safe-restart path), never SIGHUP on 3.24`
-              : `nbdkit does not list ${v.exportName}: check that ${mapperPathOf(name)} exists and nbdkit runs with dir= on the exports directory`,
+              ? `nbd-server has not loaded ${exportName}: restart it safely (volumectl reconcile applies the safe-restart path), never SIGHUP on 3.24`
+              : `nbdkit does not list ${exportName}: check that ${mapperPathOf(name)} exists and nbdkit runs with dir= on the exports directory`,
         });
       }
     }

@@ -13,6 +13,7 @@ import { logFatalErrors } from './fatal.js';
 import { installRuntime } from './runtime.js';
 import { connectNative } from './temporal.js';
 import { createCloudStack } from './wiring.js';
+import { engineRowsFor } from '../engine-contract/engine-rows.js';
 import { createControlWorker } from './workers.js';
 
 if (process.argv.includes('--version')) {
@@ -38,6 +39,7 @@ const worker = await createControlWorker({
   ...(cfg.WORKER_BUILD_ID ? { buildId: cfg.WORKER_BUILD_ID } : {}),
   cloudstack: createCloudStack(cfg),
   db: pool,
+  engine: engineRowsFor(cfg),
 });
 if (cfg.APPLIANCE_VM_ID) {
   const { client, connection: clientConnection } = await connectClient(cfg);

@@ -10,7 +10,7 @@ import { createPool, dropDatabase, ensureDatabase } from '../../src/db/pool.js';
 import { freshDatabase } from '../support/db.js';
 
 /**
- * The old daemon's database (its production schema: test/fixtures/old-daemon-schema.sql) beside
+ * The old daemon's database (its production schema: test/fixtures/engine-schema.sql) beside
  * ours on one server: the import adopts what it can, says why for the rest, writes nothing on a
  * dry run and never changes the old tables.
  */
@@ -27,9 +27,7 @@ before(async () => {
   ours = await freshDatabase('importold');
   await ensureDatabase(oldCfg);
   old = createPool(oldCfg, { multipleStatements: true });
-  await old.query(
-    await readFile(path.join(import.meta.dirname, '../fixtures/old-daemon-schema.sql'), 'utf8'),
-  );
+  await old.query(await readFile(path.join(import.meta.dirname, '../fixtures/engine-schema.sql'), 'utf8'));
   const mapping = (n: number, vm: string, mode: string, name: string | null, dev: string) =>
     old.query(
       `INSERT INTO device_mappings (id, volume_uuid, vm_id, operation_mode, cloudstack_device_id, device_path,
@@ -43,7 +41,7 @@ before(async () => {
   await mapping(1, APPLIANCE, 'oma', 'pgtest3disk0', '/dev/disk/by-id/virtio-0001');
   await volume(1, 'migration-pgtest3-pgtest3-disk-0');
   await old.query(
-    "INSERT INTO nbd_exports (volume_id, export_name, device_path, status) VALUES (?, 'migration-vol-pgtest3disk0', '/dev/vdb', 'active')",
+    "INSERT INTO nbd_exports (volume_id, export_name, port, device_path, status) VALUES (?, 'migration-vol-pgtest3disk0', 10809, '/dev/vdb', 'active')",
     [V(1)],
   );
   // 2: on the appliance, never named: reconcile names it by the rule.

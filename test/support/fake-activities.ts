@@ -432,6 +432,7 @@ export class FakeWorld {
       state: v.state,
       sizeBytes: v.sizeBytes,
       attachedTo: v.attachedTo,
+      deviceId: v.attachedTo ? v.deviceId : null,
     };
   }
   /** Attach in CloudStack; on the appliance the kernel hot-plugs the disk at the lowest free vdX. */
@@ -557,6 +558,7 @@ export class FakeWorld {
             applianceVmId: input.applianceVmId,
             location: 'detached',
             targetVmId: null,
+            cloudstackDeviceId: null,
             devicePath: null,
             virtioSerial: input.virtioSerial,
             sizeBytes: input.sizeBytes,
@@ -620,8 +622,8 @@ export class FakeWorld {
   dbRestoreMapping(a: { before: MappingRecord; operationId: string }): void {
     const r = this.rows.get(a.before.volumeId);
     if (!r) return;
-    const { location, targetVmId, devicePath, dmState } = a.before;
-    const patch: MappingPatch = { location, targetVmId, devicePath, dmState };
+    const { location, targetVmId, cloudstackDeviceId, devicePath, dmState } = a.before;
+    const patch: MappingPatch = { location, targetVmId, cloudstackDeviceId, devicePath, dmState };
     if (!matches(r, patch)) this.update(r, patch, a.operationId);
   }
   dbClearStaleDevicePath(a: { devicePath: string; exceptVolumeId: string }): string[] {
@@ -795,9 +797,10 @@ export class FakeWorld {
     }
     return resolved;
   }
-  exportEnsure(a: { exportName: string; targetPath: string }) {
+  exportEnsure(a: { exportName: string; targetPath: string; aliases?: string[] }) {
     const had = this.exports.get(a.exportName);
     this.exports.set(a.exportName, a.targetPath);
+    for (const alias of a.aliases ?? []) this.exports.set(alias, a.targetPath);
     return {
       created: had === undefined,
       changed: had !== a.targetPath,
@@ -806,10 +809,13 @@ export class FakeWorld {
       uri: exportUri(a.exportName),
     };
   }
-  exportRemove(a: { exportName: string; onlyIfTarget?: string }): { removed: boolean } {
-    if (a.onlyIfTarget !== undefined && this.exports.get(a.exportName) !== a.onlyIfTarget)
-      return { removed: false };
-    return { removed: this.exports.delete(a.exportName) };
+  exportRemove(a: { exportName: string; onlyIfTarget?: string; aliases?: string[] }): { removed: boolean } {
+    const removeOne = (name: string) =>
+      a.onlyIfTarget !== undefined && this.exports.get(name) !== a.onlyIfTarget
+        ? false
+        : this.exports.delete(name);
+    for (const alias of a.aliases ?? []) removeOne(alias);
+    return { removed: removeOne(a.exportName) };
   }
   inventory() {
     return packInventory({
@@ -917,7 +923,9 @@ export class FakeFleet {
       reconCompare: (a: Parameters<ControlActivities['reconCompare']>[0]) =>
         run('reconCompare', [a], (w) => w.reconCompare(a)),
       dbNameInUse: (name: string) =>
-        run('dbNameInUse', [name], (w) => [...w.rows.values()].some((r) => r.persistentName === name)),
+        run('dbNameInUse', [name], (w) =>
+          [...w.rows.values()].some((r) => r.persistentName === name || r.volumeId === name),
+        ),
       reconFinish: (a: Parameters<ControlActivities['reconFinish']>[0]) =>
         run('reconFinish', [a], () => undefined),
     } satisfies ControlActivities;
@@ -944,9 +952,9 @@ export class FakeFleet {
       hostDmRemove: (a: { name: string }) => run('hostDmRemove', [a], (w) => w.dmRemove(a.name)),
       hostResolveConflicts: (a: { name: string; devicePath: string }) =>
         run('hostResolveConflicts', [a], (w) => w.resolveConflicts(a)),
-      hostExportEnsure: (a: { exportName: string; targetPath: string }) =>
+      hostExportEnsure: (a: { exportName: string; targetPath: string; aliases?: string[] }) =>
         run('hostExportEnsure', [a], (w) => w.exportEnsure(a)),
-      hostExportRemove: (a: { exportName: string; onlyIfTarget?: string }) =>
+      hostExportRemove: (a: { exportName: string; onlyIfTarget?: string; aliases?: string[] }) =>
         run('hostExportRemove', [a], (w) => w.exportRemove(a)),
       hostExportConfigured: (exportName: string) =>
         run('hostExportConfigured', [exportName], (w) => w.exports.has(exportName)),

@@ -15,6 +15,7 @@ import { localRunner } from '../../src/command/runner.js';
 import { Failpoints } from '../../src/worker/failpoints.js';
 import { createControlWorker, createHostWorker } from '../../src/worker/workers.js';
 import { freshDatabase } from './db.js';
+import { freshEngineDatabase, type EngineDb } from './engine-db.js';
 import { MemoryDmRunner, SysfsTreeHypervisor } from './host-stand-in.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -44,6 +45,8 @@ export async function startStandinStack(
     dbPoolSize?: number;
     /** Data disks a VM may have (CloudStack/KVM's default 32; raised by an operator). */
     maxDataVolumes?: number;
+    /** An engine database beside ours (ENGINE_DB_NAME), optionally with the old daemon's triggers. */
+    engineDb?: { oldTriggers?: boolean };
   } = {},
 ) {
   const cleanups: (() => Promise<unknown>)[] = [];
@@ -54,6 +57,11 @@ export async function startStandinStack(
     const address = process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233';
     const db = await freshDatabase(tag);
     cleanups.push(() => db.close());
+    let engineDb: EngineDb | undefined;
+    if (opts.engineDb) {
+      engineDb = await freshEngineDatabase(tag, opts.engineDb);
+      cleanups.push(() => engineDb!.close());
+    }
     const tmp = await mkdtemp(path.join(os.tmpdir(), `vl-${tag}-`));
     cleanups.push(() => rm(tmp, { recursive: true, force: true }));
     const hypervisors = new Map<string, SysfsTreeHypervisor>();
@@ -93,6 +101,7 @@ export async function startStandinStack(
           CLOUDSTACK_API_KEY: sim.sim.apiKey,
           CLOUDSTACK_SECRET_KEY: sim.sim.secretKey,
           FAILPOINTS_DIR: failpoints.dir,
+          ...(engineDb ? { ENGINE_DB_NAME: engineDb.name } : {}),
           LOG_LEVEL: 'info', // its "control worker ready" line is how we know it polls
         },
       });
@@ -125,6 +134,7 @@ export async function startStandinStack(
         taskQueuePrefix: prefix,
         cloudstack: cs,
         db: db.pool,
+        ...(engineDb ? { engine: engineDb.rows } : {}),
         maxConcurrent: 300,
         failpointsDir: failpoints.dir,
       });
@@ -198,6 +208,8 @@ export async function startStandinStack(
 
     return {
       db,
+      /** The engine's database, when asked for (opts.engineDb). */
+      engineDb,
       sim,
       cs,
       volumes,

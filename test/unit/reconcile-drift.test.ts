@@ -12,6 +12,9 @@ const APPLIANCE = 'aaaaaaaa-0000-0000-0000-000000000001';
 const TARGET = 'bbbbbbbb-0000-0000-0000-000000000002';
 const VOL = '8a4f3a2e-1c2b-4d5e-9f60-7a8b9c0d1e2f';
 const SERIAL = '8a4f3a2e1c2b4d5e9f60';
+/** The same export under the name the migration engine parses (its volume id). */
+const ENGINE_EXPORT = `migration-vol-${VOL}`;
+const PRIMARY = { exportName: 'migration-vol-pgtest3disk0', targetPath: '/dev/mapper/pgtest3disk0' };
 const opts = { applianceVmId: APPLIANCE, backend: 'nbdkit-dir' as const };
 
 function vol(p: Partial<DesiredVolume> = {}): DesiredVolume {
@@ -41,8 +44,8 @@ function inSync(p: Partial<Inventory> = {}): Inventory {
       },
     ],
     devices: [{ kernelName: 'vdb', devicePath: '/dev/vdb', serial: SERIAL, devNumber: '254:16' }],
-    exportsConfigured: [{ exportName: 'migration-vol-pgtest3disk0', targetPath: '/dev/mapper/pgtest3disk0' }],
-    exportsServed: ['migration-vol-pgtest3disk0'],
+    exportsConfigured: [PRIMARY, { exportName: ENGINE_EXPORT, targetPath: '/dev/mapper/pgtest3disk0' }],
+    exportsServed: ['migration-vol-pgtest3disk0', ENGINE_EXPORT],
     ...p,
   };
 }
@@ -95,9 +98,18 @@ test('each device-level drift gets a repair decision', () => {
       },
       'dm-error-while-attached',
     ],
-    [{ exportsConfigured: [], exportsServed: [] }, 'export-missing'],
     [
-      { exportsConfigured: [{ exportName: 'migration-vol-pgtest3disk0', targetPath: '/dev/vdb' }] },
+      { exportsConfigured: [inSync().exportsConfigured[1]!], exportsServed: [ENGINE_EXPORT] },
+      'export-missing',
+    ],
+    // The engine's name alone missing, or pointing elsewhere: the same repairs.
+    [{ exportsConfigured: [PRIMARY], exportsServed: [PRIMARY.exportName] }, 'export-missing'],
+    [
+      { exportsConfigured: [PRIMARY, { exportName: ENGINE_EXPORT, targetPath: '/dev/vdb' }] },
+      'export-wrong-target',
+    ],
+    [
+      { exportsConfigured: [{ ...PRIMARY, targetPath: '/dev/vdb' }, inSync().exportsConfigured[1]!] },
       'export-wrong-target',
     ],
   ];
@@ -143,11 +155,13 @@ test('orphans: config and idle dm device are removed, an open one and foreign dm
     exportsConfigured: [
       ...inSync().exportsConfigured,
       { exportName: 'migration-vol-ghostdisk0', targetPath: '/dev/mapper/ghostdisk0' },
+      // The engine's name of a volume we hold no row for: an orphan too.
+      { exportName: `migration-vol-${TARGET}`, targetPath: '/dev/mapper/ghostdisk0' },
     ],
-    exportsServed: [...inSync().exportsServed!, 'migration-vol-ghostdisk0'],
+    exportsServed: [...inSync().exportsServed!, 'migration-vol-ghostdisk0', `migration-vol-${TARGET}`],
   });
   const f = computeDrift([vol()], inv, attached, opts);
-  assert.deepEqual(kinds(f), ['dm-orphan', 'dm-orphan-open', 'export-orphan']);
+  assert.deepEqual(kinds(f), ['dm-orphan', 'dm-orphan-open', 'export-orphan', 'export-orphan']);
   assert.equal(f.find((x) => x.kind === 'dm-orphan')!.subject, 'oldvmdisk3');
   assert.equal(f.find((x) => x.kind === 'dm-orphan-open')!.decision, 'report');
   assert.ok(
@@ -171,7 +185,7 @@ test('reported, never repaired: unknown VM, location mismatch, stale server memo
 
   const stale = computeDrift(
     [vol()],
-    inSync({ exportsServed: ['migration-vol-pgtest3disk0', 'migration-vol-gonedisk0'] }),
+    inSync({ exportsServed: ['migration-vol-pgtest3disk0', ENGINE_EXPORT, 'migration-vol-gonedisk0'] }),
     attached,
     {
       ...opts,
@@ -206,7 +220,14 @@ test('volumesToRepair lists each volume once and skips reports and orphans', () 
     attached,
     opts,
   );
-  assert.deepEqual(kinds(f), ['dm-missing', 'export-missing']);
+  assert.deepEqual(kinds(f), ['dm-missing', 'export-missing', 'export-missing']);
+  assert.deepEqual(
+    f
+      .filter((x) => x.kind === 'export-missing')
+      .map((x) => x.subject)
+      .sort(),
+    [ENGINE_EXPORT, 'migration-vol-pgtest3disk0'],
+  );
   assert.deepEqual(volumesToRepair(f), [VOL]);
 });
 
@@ -214,7 +235,7 @@ test('an export hidden because its dm device is missing is not reported on its o
   const f = computeDrift([vol()], inSync({ dm: [], exportsServed: [] }), attached, opts);
   assert.deepEqual(kinds(f), ['dm-missing']);
   const notServed = computeDrift([vol()], inSync({ exportsServed: [] }), attached, opts);
-  assert.deepEqual(kinds(notServed), ['export-not-served']);
+  assert.deepEqual(kinds(notServed), ['export-not-served', 'export-not-served']);
 });
 
 test('the inventory is packed well under the 2 MiB payload limit at 10,000 volumes, and round-trips', async () => {

@@ -286,6 +286,7 @@ function row(
     createdByOperationId: null,
     ...r,
     targetVmId: r.targetVmId ?? null,
+    cloudstackDeviceId: r.location === 'detached' ? null : 1,
   };
 }
 

@@ -1,5 +1,6 @@
 import { initial } from './0001_initial.js';
 import { namingAndCreate } from './0002_naming_and_create.js';
+import { engineView } from './0003_engine_view.js';
 
 /** Which server runs the migration, where the two spell a thing differently (collations). */
 export type ServerFlavor = 'mariadb' | 'mysql';
@@ -12,4 +13,4 @@ export interface SqlMigration {
 }
 
 /** In order. Never edit a migration that has shipped: add a new one. */
-export const migrations: SqlMigration[] = [initial, namingAndCreate];
+export const migrations: SqlMigration[] = [initial, namingAndCreate, engineView];

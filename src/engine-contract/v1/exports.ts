@@ -2,13 +2,17 @@ import { z } from 'zod';
 import { getExport, listExports, type ExportRecord } from '../../db/exports.js';
 import { getMapping, listMappings } from '../../db/mappings.js';
 import { uuid } from '../../domain/ids.js';
+import { engineExportNameOf } from '../../domain/device-names.js';
 import { ApiError } from '../../api/errors.js';
 import { oldError, oldExport } from './contract.js';
 import { rowMeta, type RowMeta } from './read-model.js';
 import type { V1Scope } from './index.js';
 
 /**
- * NBD exports in the old shape. `port` is the NBD server's port (NBD_PORT), a number as the
+ * NBD exports in the old shape. `export_name` is `migration-vol-<volume id>`, the form the engine
+ * strips to find the volume and its VMware disk (docs/engine-contract.md); the NBD server serves
+ * it beside the persistent name, which `metadata.persistent_export_name` carries. `port` is the
+ * NBD server's port (NBD_PORT), a number as the
  * engine's client decodes it; `device_path` is `/dev/mapper/<name>`, the export's fixed target.
  * `metadata` values are strings only (the client decodes a string map).
  */
@@ -21,7 +25,8 @@ export function registerExportRoutes({ api, deps }: V1Scope): void {
   ) => ({
     id: meta?.id ?? '',
     volume_id: e.volumeId,
-    export_name: e.exportName,
+    // The name the engine parses the volume id from; the same device as the persistent name.
+    export_name: engineExportNameOf(e.volumeId),
     device_path: e.targetPath,
     port,
     status: e.status === 'active' ? ('active' as const) : ('failed' as const),
@@ -29,6 +34,7 @@ export function registerExportRoutes({ api, deps }: V1Scope): void {
     updated_at: (meta?.updatedAt ?? new Date()).toISOString(),
     metadata: {
       backend: e.backend,
+      persistent_export_name: e.exportName,
       ...(m?.persistentName ? { persistent_device_name: m.persistentName } : {}),
       // Where the volume is now: on "target" or "detached" the export answers I/O errors.
       ...(m ? { volume_location: m.location } : {}),

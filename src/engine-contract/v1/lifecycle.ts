@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { getMapping } from '../../db/mappings.js';
+import { listOperations } from '../../db/operations.js';
 import { uuid } from '../../domain/ids.js';
 import { ApiError } from '../../api/errors.js';
 import { oldError, oldOperation } from './contract.js';
@@ -136,6 +137,24 @@ export function registerLifecycleRoutes({ api, deps, guard, isAppliance }: V1Sco
           `test_vm_id: volume ${b.volume_id} is on VM ${m.targetVmId}, not ${b.test_vm_id}`,
           [{ field: 'test_vm_id', message: 'the volume is not on this VM' }],
         );
+      // Off the test VM already (the engine detached it first): only if it was ever given to it.
+      // A rollback of a volume that never was on the test VM would attach a stranger.
+      if (m?.location !== 'target') {
+        const given = await listOperations(deps.db, {
+          volumeId: b.volume_id,
+          type: 'failover',
+          vmId: b.test_vm_id,
+          status: 'completed',
+          limit: 1,
+        });
+        if (given.length === 0)
+          throw new ApiError(
+            409,
+            'conflict',
+            `test_vm_id: volume ${b.volume_id} was never given to VM ${b.test_vm_id}: nothing to roll back`,
+            [{ field: 'test_vm_id', message: 'the volume was never on this VM' }],
+          );
+      }
       return createdOperation(
         deps,
         reply,

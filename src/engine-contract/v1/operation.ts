@@ -2,6 +2,7 @@ import type { Pool } from 'mysql2/promise';
 import { listSteps, type OperationRow } from '../../db/operations.js';
 import type { OperationResult, OperationType } from '../../domain/operations.js';
 import type { OldOperation, OldStatus, OldType } from './contract.js';
+import { engineExportNameOf } from '../../domain/device-names.js';
 
 /**
  * Our audit rows in the old daemon's operation shape.
@@ -101,7 +102,9 @@ function oldResponse(row: OperationRow): Record<string, unknown> {
   if (r.access) {
     out.device_path = r.access.mapperPath;
     out.persistent_device_name = r.access.persistentName;
-    out.export_name = r.access.exportName;
+    // The engine's name of the export (migration-vol-<volume id>), and ours beside it.
+    out.export_name = engineExportNameOf(r.access.volumeId);
+    out.persistent_export_name = r.access.exportName;
     out.nbd_uri = r.access.nbdUri;
   }
   if (r.location === 'target' && row.vmId) out.vm_id = row.vmId;

@@ -10,6 +10,7 @@ import { oldDeviceMapping, oldError, oldOperation, oldVolumeOnVm } from './contr
 import { attentionOf, toOldOperation } from './operation.js';
 import { createdOperation } from './respond.js';
 import { rowMeta } from './read-model.js';
+import { engineDevicePath, isNamed, linuxStateOf, operationModeOf } from '../engine-view.js';
 import type { V1Scope } from './index.js';
 
 const UUID_RE = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
@@ -141,26 +142,18 @@ export function registerVolumeRoutes({ api, deps, guard, isAppliance }: V1Scope)
   );
 
   /**
-   * Where the engine finds the volume. On an appliance: `/dev/mapper/<name>`, the path that never
-   * changes (the /dev/vdX under it does). On a migrated VM: the old daemon's `remote-vm-<vm>`
-   * marker, since no device on this machine carries the volume then. A detached volume has no
-   * device mapping (the old daemon deleted the row on detach; the engine reads 404 as "detached"
-   * and re-attaches), so it answers 404 although our row stays.
+   * Where the engine finds the volume: the same values its device_mappings row holds
+   * (engine-view.ts). On an appliance `/dev/mapper/<name>`, the path that never changes (the
+   * /dev/vdX under it does); on a migrated VM the old daemon's `remote-vm-` marker, with the
+   * volume id added so two disks of one VM differ. A detached volume answers 404 (the old daemon
+   * deleted the row on detach; the engine reads 404 as "detached" and re-attaches).
    */
-  const attachedAs = (m: MappingRecord) =>
-    m.location === 'appliance'
-      ? {
-          vm_id: m.applianceVmId,
-          device_path: m.mapperPath ?? '',
-          linux_state: m.dmState === 'linear' ? 'detected' : m.dmState,
-          operation_mode: 'oma' as const,
-        }
-      : {
-          vm_id: m.targetVmId ?? '',
-          device_path: `remote-vm-${m.targetVmId ?? ''}`,
-          linux_state: 'n/a',
-          operation_mode: 'failover' as const,
-        };
+  const attachedAs = (m: MappingRecord) => ({
+    vm_id: m.location === 'target' ? (m.targetVmId ?? '') : m.applianceVmId,
+    device_path: isNamed(m) ? engineDevicePath(m) : (m.mapperPath ?? ''),
+    linux_state: linuxStateOf(m),
+    operation_mode: operationModeOf(m),
+  });
 
   api.get(
     '/volumes/:id/device',

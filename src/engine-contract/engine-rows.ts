@@ -1,0 +1,297 @@
+import type { Pool, PoolConnection, RowDataPacket } from 'mysql2/promise';
+import { readExport, type ExportRecord } from '../db/exports.js';
+import type { RowFollower } from '../db/follow.js';
+import { getMapping, type MappingRecord } from '../db/mappings.js';
+import { engineExportNameOf } from '../domain/device-names.js';
+import {
+  differences,
+  engineExportOf,
+  engineMappingOf,
+  isHeld,
+  isNamed,
+  operationModeOf,
+  osseaChange,
+  type OsseaAttachment,
+} from './engine-view.js';
+
+/**
+ * The engine's rows in its own database (`ENGINE_DB_NAME`, on our MySQL server), kept as the old
+ * daemon kept them, inside the transaction of every write of ours (RowFollower): the engine
+ * never reads a state that did not exist. What the engine writes itself — `operation_mode`,
+ * `nbd_exports.vm_disk_id` and `job_id`, the snapshot columns outside snapshot tracking, and
+ * `ossea_volumes` between our attaches and detaches — is never overwritten.
+ */
+
+/** A database name we splice into SQL as an identifier: only a plain name. */
+export const ENGINE_DB_NAME = /^[A-Za-z0-9_]{1,64}$/;
+
+/** The engine's tables we write (the rest it owns alone). */
+export const ENGINE_TABLES = ['device_mappings', 'nbd_exports', 'ossea_volumes'] as const;
+export type EngineTable = (typeof ENGINE_TABLES)[number] | 'vm_disks' | 'vm_replication_contexts';
+
+/** A write the engine's database refused for a reason retrying cannot change: named, permanent. */
+export class EngineRowConflictError extends Error {
+  readonly retryable = false;
+  constructor(message: string) {
+    super(message);
+    this.name = 'EngineRowConflict';
+  }
+}
+
+/** Our rows of one volume, as a write found and left them. */
+interface Ours {
+  mapping: MappingRecord | undefined;
+  exported: ExportRecord | undefined;
+}
+
+export interface EngineRowsOptions {
+  /** The engine's database (ENGINE_DB_NAME). */
+  database: string;
+  /** The port replication connects to (NBD_PORT), as the engine's export rows carry it. */
+  nbdPort: number;
+}
+
+export class EngineRows implements RowFollower {
+  readonly database: string;
+  readonly nbdPort: number;
+
+  constructor(o: EngineRowsOptions) {
+    if (!ENGINE_DB_NAME.test(o.database))
+      throw new Error(
+        `ENGINE_DB_NAME: "${o.database}" is not a database name (letters, digits, _; at most 64)`,
+      );
+    this.database = o.database;
+    this.nbdPort = o.nbdPort;
+  }
+
+  /** `db`.`table`, for SQL. */
+  t(table: EngineTable): string {
+    return `\`${this.database}\`.\`${table}\``;
+  }
+
+  async around<T>(tx: PoolConnection, volumeIds: readonly string[], write: () => Promise<T>): Promise<T> {
+    const before = new Map<string, Ours>();
+    for (const id of volumeIds) before.set(id, await this.ours(tx, id, true));
+    const result = await write();
+    for (const id of volumeIds) await this.follow(tx, id, before.get(id)!);
+    return result;
+  }
+
+  private async ours(db: Pool | PoolConnection, volumeId: string, lock: boolean): Promise<Ours> {
+    return { mapping: await getMapping(db, volumeId, lock), exported: await readExport(db, volumeId, lock) };
+  }
+
+  /** Bring the engine's rows of one volume to what our rows now say (module comment). */
+  private async follow(tx: PoolConnection, volumeId: string, before: Ours): Promise<void> {
+    const now = await this.ours(tx, volumeId, false);
+    const m = now.mapping;
+    // Adopted from the old daemon and not named yet: its rows stay as the old daemon left them.
+    if (m && !isNamed(m)) return;
+    const wasHeld = before.mapping !== undefined && isHeld(before.mapping, before.exported !== undefined);
+    if (!m || !isHeld(m, now.exported !== undefined)) {
+      if (!wasHeld) return; // it never had rows of ours: leave whatever is there alone
+      const detached = osseaChange(before.mapping, undefined);
+      await tx.query(`DELETE FROM ${this.t('nbd_exports')} WHERE volume_id = ?`, [volumeId]);
+      await tx.query(`DELETE FROM ${this.t('device_mappings')} WHERE volume_uuid = ?`, [volumeId]);
+      if (detached) await this.writeOssea(tx, volumeId, detached);
+      return;
+    }
+    await this.writeMapping(tx, m);
+    // After the mapping row: an old trigger copies its device_path into the export rows.
+    if (now.exported) await this.writeExport(tx, now.exported);
+    else if (before.exported)
+      await tx.query(`DELETE FROM ${this.t('nbd_exports')} WHERE export_name = ?`, [
+        engineExportNameOf(volumeId),
+      ]);
+    // Rows of this volume under any other export name are left over (from the seed's naming,
+    // or a daemon before it): the engine maps disks by the one name it parses.
+    await tx.query(`DELETE FROM ${this.t('nbd_exports')} WHERE volume_id = ? AND export_name <> ?`, [
+      volumeId,
+      engineExportNameOf(volumeId),
+    ]);
+    const ossea = osseaChange(before.mapping, m);
+    if (ossea) await this.writeOssea(tx, volumeId, ossea);
+  }
+
+  private async writeMapping(tx: PoolConnection, m: MappingRecord & { persistentName: string }) {
+    const wanted = engineMappingOf(m);
+    const [rows] = await tx.query<RowDataPacket[]>(
+      `SELECT * FROM ${this.t('device_mappings')} WHERE volume_uuid = ? FOR UPDATE`,
+      [m.volumeId],
+    );
+    const row = rows[0];
+    try {
+      if (!row) {
+        // vm_context_id: the engine's context of the volume, as the old daemon took it.
+        await tx.query(
+          `INSERT INTO ${this.t('device_mappings')} (id, vm_context_id, volume_uuid, vm_id, operation_mode,
+             cloudstack_device_id, requires_device_correlation, device_path, cloudstack_state, linux_state,
+             size, last_sync, created_at, updated_at, persistent_device_name, symlink_path)
+           VALUES (UUID(), (SELECT vm_context_id FROM ${this.t('ossea_volumes')} WHERE volume_id = ? LIMIT 1),
+             ?, ?, ?, ?, ?, ?, ?, ?, ?, NOW(), NOW(), NOW(), ?, ?)`,
+          [
+            m.volumeId,
+            m.volumeId,
+            wanted.vm_id,
+            operationModeOf(m),
+            wanted.cloudstack_device_id,
+            wanted.requires_device_correlation,
+            wanted.device_path,
+            wanted.cloudstack_state,
+            wanted.linux_state,
+            wanted.size,
+            wanted.persistent_device_name,
+            wanted.symlink_path,
+          ],
+        );
+        // Tracked before the engine had a row for it: the row is born with the snapshot.
+        const [snap] = await tx.query<RowDataPacket[]>(
+          'SELECT vm_context_id, snapshot_id, snapshot_status FROM volume_snapshots WHERE volume_id = ?',
+          [m.volumeId],
+        );
+        if (snap[0])
+          await this.snapshotWritten(tx, m.volumeId, {
+            kind: 'track',
+            vmContextId: String(snap[0].vm_context_id),
+            snapshotId: String(snap[0].snapshot_id),
+            status: String(snap[0].snapshot_status),
+          });
+        return;
+      }
+      const changed = differences(row, wanted);
+      const fillContext = row.vm_context_id === null;
+      if (changed.length === 0 && !fillContext) return;
+      const sets = changed.map((c) => `${c.field} = ?`);
+      const args: unknown[] = changed.map((c) => c.wanted);
+      if (fillContext) {
+        sets.push(
+          `vm_context_id = (SELECT vm_context_id FROM ${this.t('ossea_volumes')} WHERE volume_id = ? LIMIT 1)`,
+        );
+        args.push(m.volumeId);
+      }
+      await tx.query(
+        `UPDATE ${this.t('device_mappings')} SET ${[...sets, 'last_sync = NOW()', 'updated_at = NOW()'].join(', ')}
+         WHERE volume_uuid = ?`,
+        [...args, m.volumeId],
+      );
+    } catch (err) {
+      throw this.conflict(
+        err,
+        `device_mappings row of volume ${m.volumeId} (device_path ${wanted.device_path})`,
+      );
+    }
+  }
+
+  private async writeExport(tx: PoolConnection, e: ExportRecord) {
+    const wanted = engineExportOf(e, this.nbdPort);
+    const [rows] = await tx.query<RowDataPacket[]>(
+      `SELECT * FROM ${this.t('nbd_exports')} WHERE export_name = ? FOR UPDATE`,
+      [wanted.export_name],
+    );
+    const row = rows[0];
+    try {
+      if (!row) {
+        await tx.query(
+          `INSERT INTO ${this.t('nbd_exports')} (vm_context_id, volume_id, device_mapping_uuid, export_name, port,
+             device_path, config_path, status, created_at, updated_at)
+           VALUES ((SELECT vm_context_id FROM ${this.t('device_mappings')} WHERE volume_uuid = ?),
+             ?, ?, ?, ?, ?, ?, ?, NOW(3), NOW(3))`,
+          [
+            e.volumeId,
+            wanted.volume_id,
+            wanted.device_mapping_uuid,
+            wanted.export_name,
+            wanted.port,
+            wanted.device_path,
+            wanted.config_path,
+            wanted.status,
+          ],
+        );
+        return;
+      }
+      const changed = differences(row, wanted);
+      const fillContext = row.vm_context_id === null;
+      if (changed.length === 0 && !fillContext) return;
+      const sets = changed.map((c) => `${c.field} = ?`);
+      const args: unknown[] = changed.map((c) => c.wanted);
+      if (fillContext) {
+        sets.push(
+          `vm_context_id = (SELECT vm_context_id FROM ${this.t('device_mappings')} WHERE volume_uuid = ?)`,
+        );
+        args.push(e.volumeId);
+      }
+      await tx.query(
+        `UPDATE ${this.t('nbd_exports')} SET ${[...sets, 'updated_at = NOW(3)'].join(', ')} WHERE export_name = ?`,
+        [...args, wanted.export_name],
+      );
+    } catch (err) {
+      throw this.conflict(err, `nbd_exports row ${wanted.export_name}`);
+    }
+  }
+
+  /** As the old daemon did on attach and detach; a volume the engine has no row for is not an error. */
+  private async writeOssea(tx: PoolConnection, volumeId: string, a: OsseaAttachment) {
+    await tx.query(
+      `UPDATE ${this.t('ossea_volumes')} SET device_path = ?, status = ?, updated_at = NOW(3) WHERE volume_id = ?`,
+      [a.device_path, a.status, volumeId],
+    );
+  }
+
+  /**
+   * Snapshot tracking, kept on the mapping row as the old daemon kept it: `track` sets the
+   * snapshot and moves the row to the snapshot's VM context, `update` sets what it is given,
+   * `clear` forgets the snapshot. A volume the engine has no row for yet gets it with the row.
+   */
+  async snapshotWritten(
+    tx: PoolConnection,
+    volumeId: string,
+    s:
+      | { kind: 'track'; vmContextId: string; snapshotId: string; status: string }
+      | { kind: 'update'; snapshotId?: string; status?: string }
+      | { kind: 'clear' },
+  ): Promise<void> {
+    const sets: string[] = [];
+    const args: unknown[] = [];
+    const set = (col: string, v: unknown) => (sets.push(`${col} = ?`), args.push(v));
+    if (s.kind === 'track') {
+      set('ossea_snapshot_id', s.snapshotId);
+      set('snapshot_status', s.status);
+      set('vm_context_id', s.vmContextId);
+      sets.push('snapshot_created_at = NOW()');
+    } else if (s.kind === 'update') {
+      if (s.snapshotId !== undefined) {
+        set('ossea_snapshot_id', s.snapshotId);
+        sets.push('snapshot_created_at = NOW()');
+      }
+      if (s.status !== undefined) set('snapshot_status', s.status);
+    } else {
+      sets.push("ossea_snapshot_id = NULL, snapshot_created_at = NULL, snapshot_status = 'none'");
+    }
+    if (sets.length === 0) return;
+    try {
+      await tx.query(
+        `UPDATE ${this.t('device_mappings')} SET ${[...sets, 'updated_at = NOW()'].join(', ')} WHERE volume_uuid = ?`,
+        [...args, volumeId],
+      );
+    } catch (err) {
+      throw this.conflict(err, `snapshot of volume ${volumeId}`);
+    }
+  }
+
+  /** A duplicate key or a foreign key the engine's schema enforces: named, never retried. */
+  private conflict(err: unknown, what: string): unknown {
+    const code = (err as { code?: string }).code;
+    if (code === 'ER_DUP_ENTRY' || code?.startsWith('ER_NO_REFERENCED_ROW'))
+      return new EngineRowConflictError(
+        `the engine's database ${this.database} refused the ${what}: ${(err as Error).message}`,
+      );
+    return err;
+  }
+}
+
+/** The engine's rows when ENGINE_DB_NAME names its database; none otherwise (the demo). */
+export function engineRowsFor(cfg: { ENGINE_DB_NAME?: string | undefined; NBD_PORT: number }) {
+  return cfg.ENGINE_DB_NAME
+    ? new EngineRows({ database: cfg.ENGINE_DB_NAME, nbdPort: cfg.NBD_PORT })
+    : undefined;
+}
