@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { Pool, RowDataPacket } from 'mysql2/promise';
+import type { Pool, ResultSetHeader, RowDataPacket } from 'mysql2/promise';
 import { loadConfig } from '../../src/config/index.js';
 import { readExport } from '../../src/db/exports.js';
 import { getMapping } from '../../src/db/mappings.js';
@@ -87,7 +87,7 @@ export async function seedVm(db: Pool, name: string, diskKeys: number[]): Promis
   const diskIds = new Map<number, number>();
   for (const [unit, key] of diskKeys.entries()) {
     // The engine numbers units by the disk's place in the VM's list (migration.go), keys as VMware has them.
-    const [r] = await db.query<import('mysql2/promise').ResultSetHeader>(
+    const [r] = await db.query<ResultSetHeader>(
       `INSERT INTO vm_disks (vm_context_id, job_id, disk_id, vm_dk_path, size_gb, unit_number, created_at)
        VALUES (?, ?, ?, ?, 1, ?, NOW(3))`,
       [contextId, jobId, `disk-${key}`, `[ds1] ${name}/${name}_${unit}.vmdk`, unit],
@@ -105,7 +105,7 @@ export async function recordCreatedVolume(
   volumeId: string,
   volumeName: string,
 ) {
-  const [r] = await db.query<import('mysql2/promise').ResultSetHeader>(
+  const [r] = await db.query<ResultSetHeader>(
     `INSERT INTO ossea_volumes (vm_context_id, volume_id, volume_name, size_gb, status, created_at)
      VALUES (?, ?, ?, 1, 'creating', NOW(3))`,
     [vm.contextId, volumeId, volumeName],
@@ -125,7 +125,7 @@ export const engine = {
   },
   /** unified_failover_engine.go:960, enhanced_cleanup_service.go:152,295. */
   async setOperationMode(db: Pool, contextId: string, mode: 'oma' | 'failover'): Promise<number> {
-    const [r] = await db.query<import('mysql2/promise').ResultSetHeader>(
+    const [r] = await db.query<ResultSetHeader>(
       'UPDATE device_mappings SET operation_mode = ? WHERE vm_context_id = ?',
       [mode, contextId],
     );
@@ -172,7 +172,7 @@ export const engine = {
       const volumeId = name.startsWith(EXPORT_PREFIX) ? name.slice(EXPORT_PREFIX.length) : name;
       const diskId = byVolume.get(volumeId);
       if (diskId === undefined) continue;
-      const [r] = await db.query<import('mysql2/promise').ResultSetHeader>(
+      const [r] = await db.query<ResultSetHeader>(
         'UPDATE nbd_exports SET vm_disk_id = ? WHERE export_name = ? AND volume_id = ?',
         [diskId, name, volumeId],
       );
