@@ -91,6 +91,9 @@ describe('the engine flows, through the old contract', () => {
   const NAME = 'pgtest3disk0';
   const MAPPER = `/dev/mapper/${NAME}`;
   const EXPORT = `migration-vol-${NAME}`;
+  /** The name /api/v1 reports: the one the engine parses the volume id from (same device). */
+  const engineExport = () => `migration-vol-${vol}`;
+  const bothNames = () => [EXPORT, engineExport()].sort();
   let exportId: string;
 
   test('GET /health at the root answers 200 {status: "healthy", version}', async () => {
@@ -135,7 +138,8 @@ describe('the engine flows, through the old contract', () => {
     assert.equal(done.status, 'completed');
     assert.equal(done.response.device_path, MAPPER, 'the stable path, never /dev/vdX');
     assert.equal(done.response.volume_id, vol);
-    assert.equal(done.response.export_name, EXPORT);
+    assert.equal(done.response.export_name, engineExport());
+    assert.equal(done.response.persistent_export_name, EXPORT);
     assert.equal(done.response.persistent_device_name, NAME);
     assert.match(done.completed_at ?? '', ISO);
     assert.equal(await sagaOf(done), 'attach');
@@ -146,12 +150,13 @@ describe('the engine flows, through the old contract', () => {
     assert.equal(m?.dmState, 'linear');
     assert.equal(liveVolume(vol)?.vmId, s.applianceVmId, 'CloudStack: on the appliance');
     assert.match((await s.dmTable(NAME)) ?? '', / linear /);
-    assert.deepEqual(await s.servedExports(), [EXPORT]);
+    assert.deepEqual(await s.servedExports(), bothNames());
   });
 
   test('provisioning: GET /exports/:id gives export_name, numeric port, device_path, status', async () => {
     const e = await engine.getNbdExport(vol);
-    assert.equal(e.export_name, EXPORT);
+    assert.equal(e.export_name, engineExport());
+    assert.equal(e.metadata.persistent_export_name, EXPORT);
     assert.equal(e.port, NBD_PORT);
     assert.equal(typeof e.port, 'number');
     assert.equal(e.device_path, MAPPER);
@@ -163,7 +168,7 @@ describe('the engine flows, through the old contract', () => {
     const all = await engine.listNbdExports();
     assert.deepEqual(
       all.map((x) => [x.volume_id, x.export_name, x.port]),
-      [[vol, EXPORT, NBD_PORT]],
+      [[vol, engineExport(), NBD_PORT]],
     );
     const raw = await engine.request('GET', '/api/v1/exports', undefined);
     assert.ok(Array.isArray(JSON.parse(raw.body)), 'a bare array');
@@ -223,7 +228,7 @@ describe('the engine flows, through the old contract', () => {
     const onTarget = await engine.listVolumes(s.targetVmId);
     assert.deepEqual(
       onTarget.map((v) => [v.volume_id, v.vm_id, v.device_path]),
-      [[vol, s.targetVmId, `remote-vm-${s.targetVmId}`]],
+      [[vol, s.targetVmId, `remote-vm-${s.targetVmId}-vol-${vol}`]],
     );
     assert.deepEqual(await engine.listVolumes(s.applianceVmId), []);
     const d = await engine.getVolumeDevice(vol);
@@ -236,16 +241,16 @@ describe('the engine flows, through the old contract', () => {
     const done = await engine.waitForCompletion(back.id, 60_000);
     assert.equal(await sagaOf(done), 'failback');
     assert.equal(done.response.device_path, MAPPER);
-    assert.equal(done.response.export_name, EXPORT);
+    assert.equal(done.response.export_name, engineExport());
     const e = await engine.getNbdExport(vol);
-    assert.equal(e.export_name, EXPORT);
+    assert.equal(e.export_name, engineExport());
     assert.equal(e.id, exportId, 'the same export, not a new one');
     const m = await getMapping(s.db.pool, vol);
     assert.equal(m?.location, 'appliance');
     assert.equal(m?.dmState, 'linear');
     assert.equal(liveVolume(vol)?.vmId, s.applianceVmId);
     assert.match((await s.dmTable(NAME)) ?? '', / linear /);
-    assert.deepEqual(await s.servedExports(), [EXPORT]);
+    assert.deepEqual(await s.servedExports(), bothNames());
   });
 
   test('job deletion: DELETE /volumes/:id (no body) deletes it everywhere; the operation stays readable', async () => {
@@ -425,7 +430,8 @@ describe('the engine flows for a whole VM: create, root-disk failover, rollback,
       const name = (await getMapping(s.db.pool, v))!.persistentName!;
       assert.equal(done.response.device_path, `/dev/mapper/${name}`);
       const e = await engine.getNbdExport(v);
-      assert.equal(e.export_name, `migration-vol-${name}`);
+      assert.equal(e.export_name, `migration-vol-${v}`);
+      assert.equal(e.metadata.persistent_export_name, `migration-vol-${name}`);
       assert.equal(e.port, NBD_PORT);
       exportNames.set(v, e.export_name);
     }
@@ -455,7 +461,10 @@ describe('the engine flows for a whole VM: create, root-disk failover, rollback,
     const onDest = await engine.listVolumes(dest());
     assert.deepEqual(
       onDest.map((x) => [x.volume_id, x.device_path]).sort(),
-      [vols.os!, vols.data!].map((v) => [v, `remote-vm-${dest()}`]).sort(),
+      [
+        [vols.os!, `remote-vm-root-${dest()}-vol-${vols.os!}`],
+        [vols.data!, `remote-vm-${dest()}-vol-${vols.data!}`],
+      ].sort(),
     );
     for (const v of [vols.os!, vols.data!])
       assert.match((await s.dmTable((await getMapping(s.db.pool, v))!.persistentName!)) ?? '', / error$/);

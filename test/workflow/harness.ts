@@ -293,6 +293,8 @@ function row(
 function exported(s: Subject): void {
   const exportName = `migration-vol-${s.name}`;
   s.world.exports.set(exportName, `/dev/mapper/${s.name}`);
+  // Also under the name the migration engine parses, the same device (workflows/volume-steps.ts).
+  s.world.exports.set(`migration-vol-${s.volumeId}`, `/dev/mapper/${s.name}`);
   s.world.exportRows.set(s.volumeId, {
     exportName,
     volumeId: s.volumeId,

@@ -51,6 +51,7 @@ describe('repair converges with the sagas steps', { concurrency: true }, () => {
     const { s, converged } = seeded(seeds.onAppliance);
     s.world.dm.delete(s.name);
     s.world.exports.delete(`migration-vol-${s.name}`);
+    s.world.exports.delete(`migration-vol-${s.volumeId}`);
     s.world.exportRows.delete(s.volumeId);
     assert.notDeepEqual(s.world.state(), converged);
     const { result, steps } = await repair(s);
