@@ -5,7 +5,8 @@ import type { CloudStackApi, CsVolume } from '../../src/cloudstack/types.js';
 import * as mappings from '../../src/db/mappings.js';
 import * as exportsDb from '../../src/db/exports.js';
 import * as ops from '../../src/db/operations.js';
-import type { RowFollower } from '../../src/db/follow.js';
+import type { EngineRows } from '../../src/engine-contract/engine-rows.js';
+import { engineDrift } from '../../src/engine-contract/engine-drift.js';
 import * as reconcileDb from '../../src/db/reconcile.js';
 import { devicePathSchema } from '../../src/device/types.js';
 import { uuid } from '../../src/domain/ids.js';
@@ -30,7 +31,7 @@ export interface ControlDeps {
    * Rows that follow ours in every write's transaction: the migration engine's view in its own
    * database (src/engine-contract/engine-rows.ts), when ENGINE_DB_NAME names one.
    */
-  engine?: RowFollower;
+  engine?: EngineRows;
 }
 
 /** Heartbeat details of CloudStack job activities: the job to poll again after a retry. */
@@ -486,7 +487,7 @@ export function createControlActivities({ cloudstack, db, engine }: ControlDeps)
       for (const v of await cloudstack.listVolumes()) {
         if (wanted.has(v.id)) attachments[v.id] = v.virtualmachineid ?? null;
       }
-      return computeDrift(
+      const findings = computeDrift(
         desired,
         inventory,
         { attachments },
@@ -495,6 +496,29 @@ export function createControlActivities({ cloudstack, db, engine }: ControlDeps)
           backend: a.backend,
         },
       );
+      if (!engine) return findings;
+      // The engine's rows of the same volumes, and any of volumes we do not hold at all.
+      const read = await engine.read(db);
+      const strangers = [
+        ...new Set([...read.mappings.map((r) => r.volume_uuid), ...read.exports.map((r) => r.volume_id)]),
+      ].map(String);
+      const [known] = strangers.length
+        ? await db.query<RowDataPacket[]>('SELECT volume_id FROM device_mappings WHERE volume_id IN (?)', [
+            strangers,
+          ])
+        : [[] as RowDataPacket[]];
+      const ours = rows.map((m) => ({ mapping: m, exported: exportRows.get(m.volumeId) }));
+      return [
+        ...findings,
+        ...engineDrift(ours, read, {
+          nbdPort: engine.nbdPort,
+          database: engine.database,
+          known: new Set(known.map((r) => String(r.volume_id))),
+          hold: new Set(
+            findings.filter((f) => f.kind.startsWith('cloudstack-')).flatMap((f) => f.volumeId ?? []),
+          ),
+        }),
+      ];
     },
     /**
      * Orphan check right before removal: does any row claim this persistent name now, or, for an

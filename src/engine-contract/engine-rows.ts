@@ -237,6 +237,13 @@ export class EngineRows implements RowFollower {
     );
   }
 
+  /** The engine's rows as they are, for reconciliation and the demo (engine-drift.ts). */
+  async read(db: Pool): Promise<{ mappings: RowDataPacket[]; exports: RowDataPacket[] }> {
+    const [mappings] = await db.query<RowDataPacket[]>(`SELECT * FROM ${this.t('device_mappings')}`);
+    const [exports] = await db.query<RowDataPacket[]>(`SELECT * FROM ${this.t('nbd_exports')}`);
+    return { mappings, exports };
+  }
+
   /**
    * Snapshot tracking, kept on the mapping row as the old daemon kept it: `track` sets the
    * snapshot and moves the row to the snapshot's VM context, `update` sets what it is given,

@@ -68,6 +68,14 @@ export const DRIFT_KINDS = [
   'cloudstack-location-mismatch', // CloudStack and database disagree on where the volume is → report
   'cloudstack-volume-missing', // CloudStack has no such volume → report
   'nbd-server-down', // the NBD server did not answer the listing → report
+  // The engine's database (ENGINE_DB_NAME; src/engine-contract/engine-drift.ts):
+  'engine-mapping-missing', // a volume we hold has no device_mappings row there → write it
+  'engine-mapping-stale', // its row says another path, VM or state than ours → rewrite it
+  'engine-export-missing', // its export has no nbd_exports row under the engine's name → write it
+  'engine-export-stale', // that row points elsewhere or has another port or status → rewrite it
+  'engine-export-orphan', // an nbd_exports row of a volume we hold under another name → remove it
+  'engine-row-orphan', // rows of a volume we do not hold → report (import it, or remove them)
+  'engine-kept', // a column the engine writes itself differs from what we first wrote → report, kept
 ] as const;
 export type DriftKind = (typeof DRIFT_KINDS)[number];
 

@@ -5,6 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import type { RowDataPacket } from 'mysql2/promise';
 import { buildApi } from '../../src/api/server.js';
+import { reconcileNow } from '../../src/reconcile/schedule.js';
 import { getMapping } from '../../src/db/mappings.js';
 import { engineExportNameOf, exportNameOf } from '../../src/domain/device-names.js';
 import {
@@ -313,6 +314,59 @@ describe('the engine flows, with its database beside ours', () => {
     await done(client.attachVolume(os, s.applianceVmId)); // on our row's target: the failback saga
     await consistent('failback');
     assert.equal((await exportRow(os))[0]!.vm_disk_id, vm.diskIds.get(2000));
+  });
+
+  test("reconciliation finds each way the engine's rows can be wrong and repairs them through the sagas' step", async () => {
+    const [a, b] = [vols.get(2000)!, vols.get(2016)!];
+    const stranger = randomUUID();
+    await edb().query('DELETE FROM device_mappings WHERE volume_uuid = ?', [a]); // cascades its export row
+    await edb().query("UPDATE nbd_exports SET device_path = '/dev/vdq', port = 1 WHERE volume_id = ?", [b]);
+    await edb().query(
+      "UPDATE device_mappings SET vm_id = 'someone-else', operation_mode = 'failover' WHERE volume_uuid = ?",
+      [b],
+    );
+    await edb().query(
+      `INSERT INTO nbd_exports (volume_id, export_name, port, device_path, status) VALUES
+         (?, 'migration-vol-pgdbdisk1', 10809, '/dev/mapper/pgdbdisk1', 'active'),
+         (?, ?, 10809, '/dev/vdz', 'active')`,
+      [b, stranger, `migration-vol-${stranger}`],
+    );
+    const r = await (
+      await reconcileNow(s.temporal, {
+        applianceVmId: s.applianceVmId,
+        taskQueuePrefix: s.prefix,
+        backend: 'nbdkit-dir',
+        dryRun: false,
+        correlationTimeoutMs: 20_000,
+      })
+    ).result();
+    const found = r.findings
+      .filter((f) => f.kind.startsWith('engine-')) // the stand-in appliance runs no NBD server
+      .map((f) => `${f.kind} ${f.decision} ${f.outcome}`)
+      .sort();
+    assert.deepEqual(found, [
+      'engine-export-missing repair repaired', // the cascade took it with the mapping row
+      'engine-export-orphan repair repaired',
+      'engine-export-stale repair repaired',
+      'engine-kept report reported',
+      'engine-mapping-missing repair repaired',
+      'engine-mapping-stale repair repaired',
+      'engine-row-orphan report reported',
+    ]);
+    assert.equal(r.findings.find((f) => f.kind === 'engine-row-orphan')?.subject, stranger);
+    await consistent('after reconciliation');
+    const [mode] = (
+      await edb().query<RowDataPacket[]>('SELECT operation_mode FROM device_mappings WHERE volume_uuid = ?', [
+        b,
+      ])
+    )[0];
+    assert.equal(mode!.operation_mode, 'failover', "the engine's own write is kept");
+    // The repaired row of the first volume lost the engine's vm_disk_id with the cascade: the
+    // engine's own repair (uncorrelated exports of its context) finds it again.
+    assert.deepEqual(await engine.uncorrelated(edb(), vm.contextId), [`migration-vol-${a}`]);
+    await engine.correlateExports(edb(), vm.contextId, [`migration-vol-${a}`]);
+    await edb().query("UPDATE device_mappings SET operation_mode = 'oma' WHERE volume_uuid = ?", [b]);
+    await edb().query('DELETE FROM nbd_exports WHERE volume_id = ?', [stranger]);
   });
 
   test('job deletion: DeleteVolume each; the engine rows go, its own tables stay', async () => {
