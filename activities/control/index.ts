@@ -2,6 +2,7 @@ import { Context } from '@temporalio/activity';
 import type { Pool, RowDataPacket } from 'mysql2/promise';
 import { z } from 'zod';
 import type { CloudStackApi, CsVolume } from '../../src/cloudstack/types.js';
+import { CloudStackError } from '../../src/cloudstack/errors.js';
 import * as mappings from '../../src/db/mappings.js';
 import * as exportsDb from '../../src/db/exports.js';
 import * as ops from '../../src/db/operations.js';
@@ -204,7 +205,15 @@ async function findCreated(
   cloudstack: CloudStackApi,
   a: { name: string; sizeGb: number; zoneId: string },
 ): Promise<CsVolume | undefined> {
-  const same = (await cloudstack.listVolumes({ name: a.name, zoneid: a.zoneId })).filter(
+  let listed: CsVolume[];
+  try {
+    listed = await cloudstack.listVolumes({ name: a.name, zoneid: a.zoneId });
+  } catch (err) {
+    // CloudStack has no such zone: no volume can have been created in it (the create was refused).
+    if (err instanceof CloudStackError && err.parameter === 'zoneid') return undefined;
+    throw err;
+  }
+  const same = listed.filter(
     (v) =>
       v.name === a.name && v.type === 'DATADISK' && !v.virtualmachineid && v.size === a.sizeGb * 1024 ** 3,
   );

@@ -1,5 +1,5 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { InvalidRequestError, VolumeBusyError } from '../client/index.js';
+import { IdempotencyMismatchError, InvalidRequestError, VolumeBusyError } from '../client/index.js';
 
 /**
  * One place that decides what an error means (status, stable code, fields at fault); each API
@@ -59,6 +59,8 @@ export function toProblem(err: RawError): Problem {
     };
   if (err instanceof InvalidRequestError)
     return { status: 400, code: 'invalid_request', message: err.message, fields: err.issues };
+  if (err instanceof IdempotencyMismatchError)
+    return { status: 409, code: 'idempotency_mismatch', message: err.message, fields: err.issues };
   if (err instanceof VolumeBusyError)
     return {
       status: 409,

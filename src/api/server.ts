@@ -11,6 +11,7 @@ import {
 import { runHealthChecks, type ApiDeps } from './deps.js';
 import { useProblemWriter, writeV2 } from './errors.js';
 import { createGuards } from './trust.js';
+import { useJsonBody } from './json-body.js';
 import { rootHealth } from '../engine-contract/v1/contract.js';
 import { v1Plugin } from '../engine-contract/v1/index.js';
 import { v2Plugin } from './v2/index.js';
@@ -49,6 +50,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
       doc.url.startsWith('/api/v2/') ? jsonSchemaTransform(doc) : { schema: { hide: true }, url: doc.url },
   });
   useProblemWriter(app, writeV2);
+  useJsonBody(app, { emptyIsNoBody: false });
 
   const guards = createGuards(app, {
     token: deps.token,

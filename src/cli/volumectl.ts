@@ -141,7 +141,7 @@ op('delete', 'delete a volume (CloudStack delete is the point of no return)', ()
 
 for (const action of ['abort', 'retry', 'skip'] as const) {
   program
-    .command(`${action} <volume>`)
+    .command(`${action} <volume-or-operation>`)
     .description(
       action === 'abort'
         ? 'abort the running operation (completed steps are compensated)'
@@ -306,7 +306,28 @@ program
 
 registerReleaseCommands(program); // doctor, --version
 
-program.parseAsync().catch((err: unknown) => {
+/**
+ * Arguments that are not valid text: bytes that are not UTF-8 reach us as U+FFFD (Node replaces
+ * them), and a lone surrogate cannot be stored. Refused before anything runs, naming the option.
+ */
+function textIssues(argv: string[]): { field: string; message: string }[] {
+  const lone = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+  const out: { field: string; message: string }[] = [];
+  for (const [i, arg] of argv.entries()) {
+    const [opt, inline] = arg.startsWith('--') && arg.includes('=') ? arg.split(/=(.*)/s) : [arg, undefined];
+    const value = inline ?? arg;
+    const field =
+      inline !== undefined ? opt! : argv[i - 1]?.startsWith('-') ? argv[i - 1]! : `argument ${i + 1}`;
+    if (value.includes('\uFFFD'))
+      out.push({ field, message: 'contains bytes that are not valid UTF-8 (shown as U+FFFD)' });
+    else if (lone.test(value)) out.push({ field, message: 'must not contain a lone UTF-16 surrogate' });
+  }
+  return out;
+}
+
+const badText = textIssues(process.argv.slice(2));
+const parsed = badText.length ? Promise.reject(new InvalidRequestError(badText)) : program.parseAsync();
+parsed.catch((err: unknown) => {
   if (err instanceof InvalidRequestError) {
     if (json()) console.error(JSON.stringify({ error: { code: err.code, fields: err.issues } }));
     else for (const i of err.issues) console.error(`error: ${i.field}: ${i.message}`);

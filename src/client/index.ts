@@ -65,6 +65,62 @@ export class VolumeBusyError extends Error {
   }
 }
 
+/**
+ * A request that reuses an idempotency key with other values than the operation it names: never
+ * "that operation again" (it would answer for a request it did not run). Names each field.
+ */
+export class IdempotencyMismatchError extends Error {
+  readonly code = 'idempotency_mismatch';
+  constructor(
+    readonly operationId: string,
+    readonly issues: { field: string; message: string }[],
+  ) {
+    super(
+      `operation ${operationId} was started with other values: ${issues.map((i) => `${i.field}: ${i.message}`).join('; ')} ` +
+        '(a new request needs a new idempotency key)',
+    );
+    this.name = 'IdempotencyMismatchError';
+  }
+}
+
+/** What an operation was asked to do, as its memo keeps it: a reused key must ask the same. */
+const REQUEST_FIELDS = [
+  'volumeId',
+  'applianceVmId',
+  'targetVmId',
+  'asRoot',
+  'sourceVmName',
+  'diskIndex',
+  'name',
+  'sizeGb',
+  'diskOfferingId',
+  'zoneId',
+] as const;
+type RequestPrint = Partial<Record<(typeof REQUEST_FIELDS)[number], unknown>>;
+function requestPrint(type: string, input: object): RequestPrint & { type: string } {
+  const out: RequestPrint & { type: string } = { type };
+  for (const k of REQUEST_FIELDS) {
+    const v = (input as Record<string, unknown>)[k];
+    if (v !== undefined && v !== '') out[k] = v;
+  }
+  return out;
+}
+/** The fields where a retried request differs from the operation its key names. */
+function mismatches(memo: unknown, type: string, input: object): { field: string; message: string }[] {
+  const was = (memo as { request?: Record<string, unknown> } | undefined)?.request;
+  if (!was) return []; // started by a release before the memo kept requests: nothing to compare
+  const now: Record<string, unknown> = requestPrint(type, input);
+  return ['type', ...REQUEST_FIELDS]
+    .filter((k) => was[k] !== now[k])
+    .map((k) => ({
+      field: k === 'diskIndex' ? 'diskKey' : k,
+      message:
+        k === 'diskIndex'
+          ? `was disk-${2000 + Number(was[k])}, now ${now[k] === undefined ? 'none' : `disk-${2000 + Number(now[k])}`}`
+          : `was ${JSON.stringify(was[k] ?? null)}, now ${JSON.stringify(now[k] ?? null)}`,
+    }));
+}
+
 export interface OperationHandle {
   operationId: string;
   type: OperationType;
@@ -211,6 +267,10 @@ export class VolumeLifecycleClient {
       args: [input],
       workflowIdConflictPolicy: 'USE_EXISTING',
       workflowIdReusePolicy: 'REJECT_DUPLICATE',
+      typedSearchAttributes: new TypedSearchAttributes([
+        { key: SA.OperationId, value: operationId },
+        { key: SA.OperationType, value: 'vm' },
+      ]),
       staticSummary: `${r.type} a whole VM: ${r.volumes.length} volumes, migrated VM ${r.targetVmId}`,
     });
     return {
@@ -236,13 +296,31 @@ export class VolumeLifecycleClient {
     }
   }
 
-  /** Abort a running operation (its completed steps are compensated), or answer a stuck one. */
-  async operator(volume: string, action: OperatorAction): Promise<string> {
-    const { volumeId } = parse(volumeRef, { volumeId: volume });
+  /**
+   * Abort a running operation (its completed steps are compensated), or answer a stuck one.
+   * `ref` is the operation's volume id or its own id: a create (whose volume may not exist yet)
+   * and a whole-VM operation are reached by their operation id as well as any volume operation.
+   */
+  async operator(ref: string, action: OperatorAction): Promise<string> {
+    const { volumeId: id } = parse(volumeRef, { volumeId: ref });
     const a = parse(operatorActionSchema, action);
-    return this.opts.client.workflow
-      .getHandle(volumeWorkflowId(volumeId))
-      .executeUpdate(operatorUpdate, { args: [a] });
+    return (await this.running(id)).executeUpdate(operatorUpdate, { args: [a] });
+  }
+
+  /** The running workflow of an operation named by volume id or operation id. */
+  private async running(id: string): Promise<WorkflowHandle> {
+    const wf = this.opts.client.workflow;
+    for (const workflowId of [volumeWorkflowId(id), createWorkflowId(id), vmWorkflowId(id)]) {
+      const h = wf.getHandle(workflowId);
+      const d = await h.describe().catch(() => undefined);
+      if (d?.status.name === 'RUNNING') return wf.getHandle(workflowId, d.runId);
+    }
+    // A create that has its volume id by now, or a volume operation named by its operation id.
+    const query = `(VolumeId = "${id}" OR OperationId = "${id}") AND ExecutionStatus = "Running"`;
+    for await (const w of wf.list({ query })) return wf.getHandle(w.workflowId, w.runId);
+    throw new InvalidRequestError([
+      { field: 'volumeId', message: `no running operation has the volume id or operation id ${id}` },
+    ]);
   }
 
   private async start<I extends WorkflowContext>(
@@ -255,8 +333,17 @@ export class VolumeLifecycleClient {
     // A retried request (same idempotency key) whose operation already finished gets that
     // operation back instead of starting a second one.
     if (input.idempotent && type !== 'create') {
-      const last = await this.latest(input.volumeId);
-      if (last && last.operationId === input.operationId) return last;
+      const handle = this.opts.client.workflow.getHandle(volumeWorkflowId(input.volumeId));
+      const d = await handle.describe().catch((err: Error) => {
+        if (err.name === 'WorkflowNotFoundError') return undefined;
+        throw err;
+      });
+      const memo = (d?.memo ?? {}) as { operationId?: string; type?: OperationType };
+      if (d && memo.operationId === input.operationId) {
+        const differ = mismatches(d.memo, type, input);
+        if (differ.length) throw new IdempotencyMismatchError(input.operationId, differ);
+        return this.wrap(handle, d.runId, input.operationId, memo.type ?? type, input.volumeId, true);
+      }
     }
     delete input.idempotent;
     for (let attempt = 0; ; attempt++) {
@@ -288,6 +375,7 @@ export class VolumeLifecycleClient {
   > {
     const pairs = [
       ...(input.volumeId ? [{ key: SA.VolumeId, value: input.volumeId }] : []),
+      { key: SA.OperationId, value: input.operationId },
       { key: SA.ApplianceVmId, value: input.applianceVmId },
       { key: SA.OperationType, value: type as string },
       { key: SA.SagaStep, value: 'queued' },
@@ -301,7 +389,7 @@ export class VolumeLifecycleClient {
         workflowIdConflictPolicy: 'FAIL',
         // A create's id is its idempotency key: once it ran, the same key gets that run back.
         workflowIdReusePolicy: type === 'create' ? 'REJECT_DUPLICATE' : 'ALLOW_DUPLICATE',
-        memo: { operationId: input.operationId, type },
+        memo: { operationId: input.operationId, type, request: requestPrint(type, input) },
         typedSearchAttributes: new TypedSearchAttributes(pairs),
         staticSummary: summaryOf(type, input, vmName),
       });
@@ -316,6 +404,8 @@ export class VolumeLifecycleClient {
     const d = await running.describe();
     const memo = (d.memo ?? {}) as { operationId?: string; type?: string };
     if (memo.operationId === input.operationId) {
+      const differ = mismatches(d.memo, type, input);
+      if (differ.length) throw new IdempotencyMismatchError(input.operationId, differ);
       return { handle: this.wrap(running, d.runId, input.operationId, type, input.volumeId, true) };
     }
     return {

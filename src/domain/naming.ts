@@ -52,6 +52,8 @@ export class VmNameError extends Error {
 }
 
 const INVISIBLE = /[\p{Cc}\p{Cf}\p{Co}\p{Cn}\p{Zl}\p{Zp}]/u;
+/** Spaces other than U+0020 (no-break, ideographic, em…): they look like one and compare as another. */
+const ODD_SPACE = /(?! )\p{Zs}/u;
 const PATH_LIKE = /[/\\[\]=]/;
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
@@ -70,6 +72,11 @@ export function normalizeVmName(raw: string): string {
   if (bad >= 0)
     throw new VmNameError(
       `must not contain control, invisible or bidirectional characters (${describeCodePoint(all[bad]!)} at position ${bad + 1})`,
+    );
+  const odd = all.findIndex((c) => ODD_SPACE.test(c));
+  if (odd >= 0)
+    throw new VmNameError(
+      `must not contain the space ${describeCodePoint(all[odd]!)} at position ${odd + 1}: only the plain space U+0020 separates words`,
     );
   const name = all.join('').trim();
   if (name === '') throw new VmNameError('must not be empty or only spaces');

@@ -163,6 +163,18 @@ export const GIB = 1024 ** 3;
  * disk key (the engine's metadata source_vm_name / disk_unit_number) or, failing those, from the
  * engine's volume name pattern; refused before anything is created when neither names it.
  */
+/**
+ * A whole number of `unit`. zod's own integer check gives one message for a fraction and for a
+ * number past 2^53 − 1 (`1e20` is whole, but not exactly representable): each gets its own here.
+ */
+export const wholeNumber = (unit: string) =>
+  z.number(`must be a number of ${unit}`).int({
+    error: (iss) =>
+      iss.code === 'too_big'
+        ? `must be at most ${Number.MAX_SAFE_INTEGER} ${unit} (2^53 - 1)`
+        : `must be a whole number of ${unit}`,
+  });
+
 export const createRequest = z
   .object({
     operationId: uuid.optional(),
@@ -172,11 +184,7 @@ export const createRequest = z
       .min(1, 'must not be empty')
       .max(255, 'must be at most 255 characters')
       .refine((n) => !/[\p{Cc}\p{Cf}]/u.test(n), 'must not contain control or invisible characters'),
-    sizeBytes: z
-      .number('must be a number of bytes')
-      .int('must be a whole number of bytes')
-      .positive('must be positive')
-      .max(Number.MAX_SAFE_INTEGER),
+    sizeBytes: wholeNumber('bytes').positive('must be positive'),
     diskOfferingId: uuid,
     zoneId: uuid,
     sourceVmName: sourceVmName.optional(),

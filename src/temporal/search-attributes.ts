@@ -8,6 +8,8 @@ import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/commo
  */
 export const SA = {
   VolumeId: defineSearchAttributeKey('VolumeId', SearchAttributeType.KEYWORD),
+  /** The operation's id (its idempotency key), set when it starts: how the tools find any operation. */
+  OperationId: defineSearchAttributeKey('OperationId', SearchAttributeType.KEYWORD),
   ApplianceVmId: defineSearchAttributeKey('ApplianceVmId', SearchAttributeType.KEYWORD),
   VmName: defineSearchAttributeKey('VmName', SearchAttributeType.KEYWORD),
   PersistentName: defineSearchAttributeKey('PersistentName', SearchAttributeType.KEYWORD),

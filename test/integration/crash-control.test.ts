@@ -1,6 +1,7 @@
 import { after, before } from 'node:test';
 import { crashAtEveryStep } from '../support/crash-cases.js';
 import { startStandinStack, type StandinStack } from '../support/standin-stack.js';
+import { assertEngineRowsFollow } from '../support/engine-db.js';
 
 /**
  * Durability of the control worker (every workflow, CloudStack and database step): run as a
@@ -11,8 +12,22 @@ import { startStandinStack, type StandinStack } from '../support/standin-stack.j
  */
 let s: StandinStack;
 before(
-  async () => (s = await startStandinStack('crashctl', { controlWorker: 'process', maxDataVolumes: 1_000 })),
+  async () =>
+    (s = await startStandinStack('crashctl', {
+      controlWorker: 'process',
+      maxDataVolumes: 1_000,
+      // The engine's database beside ours: after every crash its rows must still follow ours.
+      engineDb: {},
+    })),
 );
 after(() => s?.close());
 
-crashAtEveryStep(() => s, ['attach', 'detach', 'failover', 'failback', 'delete'], 'control');
+crashAtEveryStep(
+  () => ({
+    ...s,
+    consistent: (label: string, volumeId: string) =>
+      assertEngineRowsFollow(s.db.pool, s.engineDb!, volumeId, label),
+  }),
+  ['attach', 'detach', 'failover', 'failback', 'delete'],
+  'control',
+);

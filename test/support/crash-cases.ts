@@ -25,8 +25,8 @@ export interface CrashStack extends StateView {
   /** Host-worker kills: the lab's supervised appliance worker. */
   hostWorkerRestarts?(): number;
   waitHostWorkerRestart?(after: number): Promise<void>;
-  /** Extra whole-system check after each case (the lab's assertConsistent). */
-  consistent?(label: string): Promise<void>;
+  /** Extra whole-system check after each case (the lab's assertConsistent, the engine's rows). */
+  consistent?(label: string, volumeId: string): Promise<void>;
 }
 
 export function crashAtEveryStep(
@@ -69,7 +69,7 @@ export function crashAtEveryStep(
         await assertCompletedState(s, saga, volumeId, r);
         const { steps } = await auditOf(s, volumeId, saga);
         assert.ok(steps.includes(`forward:${step}:completed`), steps.join(' '));
-        await s.consistent?.(`${saga} after a crash at ${step}`);
+        await s.consistent?.(`${saga} after a crash at ${step}`, volumeId);
       });
     }
   }

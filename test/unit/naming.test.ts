@@ -228,6 +228,16 @@ test('property: invisible, control, bidi and surrogate characters are refused, n
   );
 });
 
+test('spaces other than U+0020 inside a name are refused, naming the code point; plain spaces are kept', () => {
+  for (const space of ['\u00a0', '\u3000', '\u2003', '\u202f', '\u1680']) {
+    const r = attachRequest.safeParse({ ...okAttach, sourceVmName: `pg${space}test3` });
+    assert.equal(r.success, false, JSON.stringify(space));
+    assert.deepEqual(r.error!.issues[0]!.path, ['sourceVmName']);
+    assert.match(r.error!.issues[0]!.message, /space U\+[0-9A-F]{4} at position 3: only the plain space/);
+  }
+  assert.equal(normalizeVmName('pg test3'), 'pg test3');
+});
+
 const okAttach = {
   volumeId: '8a4f3a2e-1c2b-4d5e-9f60-7a8b9c0d1e2f',
   applianceVmId: '3f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b',

@@ -3,6 +3,7 @@ import { getExport, listExports, type ExportRecord } from '../../db/exports.js';
 import { getMapping, listMappings } from '../../db/mappings.js';
 import { uuid } from '../../domain/ids.js';
 import { engineExportNameOf } from '../../domain/device-names.js';
+import { sourceVmName } from '../../domain/operations.js';
 import { ApiError } from '../../api/errors.js';
 import { oldError, oldExport } from './contract.js';
 import { rowMeta, type RowMeta } from './read-model.js';
@@ -63,17 +64,38 @@ export function registerExportRoutes({ api, deps }: V1Scope): void {
     },
   );
   // A bare array, as the engine's client decodes it (the old daemon's {exports, count} never decoded).
-  api.get('/exports', { schema: { response: { 200: z.array(oldExport), 500: oldError } } }, async () => {
-    const exports = await listExports(deps.db);
-    const [meta, mappings] = await Promise.all([
-      rowMeta(
-        deps.db,
-        'exports',
-        exports.map((e) => e.volumeId),
-      ),
-      listMappings(deps.db),
-    ]);
-    const byVolume = new Map(mappings.map((m) => [m.volumeId, m]));
-    return exports.map((e) => shape(e, meta.get(e.volumeId), byVolume.get(e.volumeId)));
-  });
+  // Filters: `vm_name` (the VM the volume is a disk of, as its persistent name was given) and
+  // `status` (the old statuses); anything else in the query is refused, naming it.
+  const query = z
+    .strictObject({
+      vm_name: sourceVmName.optional(),
+      status: z.enum(['pending', 'active', 'failed']).optional(),
+    })
+    .optional();
+  api.get(
+    '/exports',
+    { schema: { querystring: query, response: { 200: z.array(oldExport), 400: oldError, 500: oldError } } },
+    async (req) => {
+      const q = req.query ?? {};
+      const status = (e: ExportRecord) => (e.status === 'active' ? 'active' : 'failed');
+      const vmOf =
+        q.vm_name !== undefined
+          ? new Map((await listMappings(deps.db)).map((m) => [m.volumeId, m.sourceVmName]))
+          : undefined;
+      const exports = (await listExports(deps.db)).filter(
+        (e) =>
+          (q.status === undefined || status(e) === q.status) && (!vmOf || vmOf.get(e.volumeId) === q.vm_name),
+      );
+      const [meta, mappings] = await Promise.all([
+        rowMeta(
+          deps.db,
+          'exports',
+          exports.map((e) => e.volumeId),
+        ),
+        listMappings(deps.db),
+      ]);
+      const byVolume = new Map(mappings.map((m) => [m.volumeId, m]));
+      return exports.map((e) => shape(e, meta.get(e.volumeId), byVolume.get(e.volumeId)));
+    },
+  );
 }

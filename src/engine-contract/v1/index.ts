@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { ApiDeps } from '../../api/deps.js';
 import { useProblemWriter, writeV1 } from '../../api/errors.js';
+import { useJsonBody } from '../../api/json-body.js';
 import type { ZodApp } from '../../api/v2/index.js';
 import { registerExportRoutes } from './exports.js';
 import { registerHealthRoutes } from './health.js';
@@ -54,18 +55,8 @@ export function v1Plugin(o: Omit<V1Scope, 'api'>) {
   return async (scope: FastifyInstance) => {
     useProblemWriter(scope, writeV1(V1_FIELD_NAMES));
     // Detach and delete may come with `Content-Type: application/json` and an empty body from
-    // some clients: that is "no body", not a JSON syntax error. Everything else parses as usual
-    // (the default parser keeps its prototype-poisoning guard).
-    const json = scope.getDefaultJsonParser('error', 'error');
-    scope.removeContentTypeParser('application/json');
-    scope.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
-      const text = typeof body === 'string' ? body : body.toString('utf8');
-      if (text.trim() === '') {
-        done(null, undefined);
-        return;
-      }
-      void json(req, text, done);
-    });
+    // some clients: that is "no body", not a JSON syntax error.
+    useJsonBody(scope, { emptyIsNoBody: true });
     const s: V1Scope = { ...o, api: scope.withTypeProvider<ZodTypeProvider>() };
     registerVolumeRoutes(s);
     registerLifecycleRoutes(s);

@@ -1,7 +1,9 @@
 import { z } from 'zod';
 import { getMapping } from '../../db/mappings.js';
 import { listOperations } from '../../db/operations.js';
+import { InvalidRequestError } from '../../client/index.js';
 import { uuid } from '../../domain/ids.js';
+import { wholeNumber } from '../../domain/operations.js';
 import { ApiError } from '../../api/errors.js';
 import { oldError, oldOperation } from './contract.js';
 import { createdOperation } from './respond.js';
@@ -17,11 +19,20 @@ const errors = { 400: oldError, 401: oldError, 404: oldError, 409: oldError, 415
  */
 const createBody = z.object({
   name: z.string().min(1, 'must not be empty'),
-  size: z.number().int('must be a whole number of bytes').min(1, 'must be at least 1 byte'),
+  size: wholeNumber('bytes').min(1, 'must be at least 1 byte'),
   disk_offering_id: uuid,
   zone_id: uuid,
   metadata: z.record(z.string(), z.union([z.string(), z.number()])).optional(),
 });
+
+/** The engine's names of the create's fields, for errors the client raises. */
+const CREATE_FIELDS: Record<string, string> = {
+  sourceVmName: 'metadata.source_vm_name',
+  diskKey: 'metadata.disk_unit_number',
+  sizeBytes: 'size',
+  diskOfferingId: 'disk_offering_id',
+  zoneId: 'zone_id',
+};
 
 const unitOf = (v: string | number | undefined): number | undefined => {
   if (v === undefined || v === '') return undefined;
@@ -53,14 +64,22 @@ export function registerLifecycleRoutes({ api, deps, guard, isAppliance }: V1Sco
         'create',
         null,
         { ...b },
-        deps.volumes.create({
-          applianceVmId: deps.applianceVmId,
-          name: b.name,
-          sizeBytes: b.size,
-          diskOfferingId: b.disk_offering_id,
-          zoneId: b.zone_id,
-          ...naming,
-        }),
+        deps.volumes
+          .create({
+            applianceVmId: deps.applianceVmId,
+            name: b.name,
+            sizeBytes: b.size,
+            diskOfferingId: b.disk_offering_id,
+            zoneId: b.zone_id,
+            ...naming,
+          })
+          .catch((err: unknown) => {
+            // The client names fields as the request it was given; the engine sent these.
+            if (!(err instanceof InvalidRequestError)) throw err;
+            throw new InvalidRequestError(
+              err.issues.map((i) => ({ ...i, field: CREATE_FIELDS[i.field] ?? i.field })),
+            );
+          }),
       );
     },
   );
