@@ -14,6 +14,7 @@ import { ConfigError, loadConfig, type AppConfig } from '../config/index.js';
 import { dbPoolTlsOptions, SECRET_FILE_VARIABLES } from '../config/production.js';
 import { migrations } from '../db/migrations/index.js';
 import { createPool } from '../db/pool.js';
+import { checkEngineDatabase, findEngineDatabases } from '../engine-contract/engine-schema.js';
 import { localRunner } from '../command/runner.js';
 import { listExports } from '../nbd/index.js';
 import { checkTemporalEndpoint, temporalConnectionOptions } from '../temporal/connection.js';
@@ -336,6 +337,7 @@ async function databaseChecks(cfg: AppConfig, add: (c: string, s: Status, d: str
         `${where} has migrations this release does not know (${unknown.join(', ')}): a newer release migrated it; upgrade this host`,
       );
     else add('database migrated', 'ok', `${where}: all ${migrations.length} migrations applied`);
+    await engineDatabaseCheck(cfg, pool, add);
   } catch (err) {
     const e = err as NodeJS.ErrnoException & { sqlMessage?: string };
     const code = e.code ?? '';
@@ -356,6 +358,37 @@ async function databaseChecks(cfg: AppConfig, add: (c: string, s: Status, d: str
     );
   } finally {
     await pool.end();
+  }
+}
+
+/** The migration engine's database (ENGINE_DB_NAME): there, shaped as we write it, ours to write. */
+async function engineDatabaseCheck(
+  cfg: AppConfig,
+  pool: ReturnType<typeof createPool>,
+  add: (c: string, s: Status, d: string) => void,
+) {
+  try {
+    if (!cfg.ENGINE_DB_NAME) {
+      const found = await findEngineDatabases(pool);
+      if (found.length)
+        add(
+          'engine database',
+          'warn',
+          `ENGINE_DB_NAME is not set, but ${found.join(', ')} on this server has the migration engine's tables: set ENGINE_DB_NAME=${found[0]} so every operation keeps the rows the engine reads there`,
+        );
+      else add('engine database', 'ok', 'none configured (ENGINE_DB_NAME unset) and none on this server');
+      return;
+    }
+    const r = await checkEngineDatabase(pool, cfg.ENGINE_DB_NAME);
+    if (r.ok)
+      add(
+        'engine database',
+        'ok',
+        `${cfg.ENGINE_DB_NAME}: device_mappings, nbd_exports and ossea_volumes as the engine's schema has them, and writable by ${cfg.DB_USER}`,
+      );
+    else for (const p of r.problems) add('engine database', 'fail', p);
+  } catch (err) {
+    add('engine database', 'fail', `${cfg.ENGINE_DB_NAME ?? '(search)'}: ${(err as Error).message}`);
   }
 }
 

@@ -11,6 +11,7 @@ import { execa } from 'execa';
 import { runDoctor, type Check } from '../../src/cli/doctor.js';
 import { startSimulator, type RunningSimulator } from '../../harness/cloudstack-sim/index.js';
 import { freshDatabase } from '../support/db.js';
+import { freshEngineDatabase } from '../support/engine-db.js';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 const TEMPORAL_ADDRESS = process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233';
@@ -218,4 +219,46 @@ test('volumectl doctor --env-file: the report, --json, and exit status 1 on a pr
   assert.match(human.stdout, /^ {2}FAIL {2}control queue polled: /m);
   assert.match(human.stdout, /^1 problem\(s\) found\.$/m);
   assert.doesNotMatch(human.stdout + human.stderr, new RegExp(sim.secretKey), 'the secret never shows');
+});
+
+describe("the migration engine's database (ENGINE_DB_NAME)", () => {
+  test('found when unset; when set, its tables, columns, unique keys and our grants are checked, each problem named', async () => {
+    const e = await freshEngineDatabase('doctor');
+    const user = `vl_doctor_${randomUUID().slice(0, 8)}`;
+    try {
+      const unset = await runDoctor(await controlEnv(), 'control');
+      assert.deepEqual(status(unset, 'engine database'), ['warn']);
+      assert.match(detail(unset, 'engine database'), new RegExp(`${e.name}.*set ENGINE_DB_NAME=`));
+
+      const good = await runDoctor(await controlEnv({ ENGINE_DB_NAME: e.name }), 'control');
+      assert.deepEqual(status(good, 'engine database'), ['ok'], detail(good, 'engine database'));
+
+      const none = await runDoctor(await controlEnv({ ENGINE_DB_NAME: 'vl_no_such_engine_db' }), 'control');
+      assert.deepEqual(status(none, 'engine database'), ['fail']);
+      assert.match(detail(none, 'engine database'), /vl_no_such_engine_db does not exist on this server/);
+
+      // A user that may only read the engine's tables.
+      await e.pool.query(`CREATE USER '${user}'@'%' IDENTIFIED BY 'pw-doctor'`);
+      await e.pool.query(`GRANT ALL ON \`${db.name}\`.* TO '${user}'@'%'`);
+      await e.pool.query(`GRANT SELECT ON \`${e.name}\`.* TO '${user}'@'%'`);
+      const readOnly = await runDoctor(
+        await controlEnv({ ENGINE_DB_NAME: e.name, DB_USER: user, DB_PASSWORD: 'pw-doctor' }),
+        'control',
+      );
+      assert.ok(status(readOnly, 'engine database').includes('fail'), detail(readOnly, 'engine database'));
+      assert.match(
+        detail(readOnly, 'engine database'),
+        /may not INSERT .*\.device_mappings: GRANT SELECT, INSERT, UPDATE, DELETE/,
+      );
+
+      // An engine schema without a column we write.
+      await e.pool.query('ALTER TABLE device_mappings DROP COLUMN symlink_path');
+      const old = await runDoctor(await controlEnv({ ENGINE_DB_NAME: e.name }), 'control');
+      assert.deepEqual(status(old, 'engine database'), ['fail']);
+      assert.match(detail(old, 'engine database'), /device_mappings lacks column\(s\) symlink_path/);
+    } finally {
+      await e.pool.query(`DROP USER IF EXISTS '${user}'@'%'`).catch(() => {});
+      await e.close();
+    }
+  });
 });
