@@ -7,6 +7,8 @@ import type { RowDataPacket } from 'mysql2/promise';
 import { buildApi } from '../../src/api/server.js';
 import { reconcileNow } from '../../src/reconcile/schedule.js';
 import { getMapping } from '../../src/db/mappings.js';
+import { listOperations } from '../../src/db/operations.js';
+import { STEPS } from '../support/saga-steps.js';
 import { engineExportNameOf, exportNameOf } from '../../src/domain/device-names.js';
 import {
   engine,
@@ -383,4 +385,77 @@ describe('the engine flows, with its database beside ours', () => {
     assert.equal(Number(disks[0]!.n), 2);
     vols.clear();
   });
+});
+
+/**
+ * A permanent fault right after each step of ours that writes our rows (the write, and the
+ * engine's rows with it, committed; then the step fails for good): the saga compensates, and the
+ * engine's rows are again exactly what they were before it started — zero residue — and still
+ * follow ours.
+ */
+describe("a permanent fault after each writing step leaves the engine's rows as they were", () => {
+  const WRITES = new Set([
+    'dbAssignName',
+    'dbClearStaleDevicePath',
+    'dbUpdateMapping',
+    'dbUpsertExport',
+    'dbDeleteExport',
+  ]);
+  let n = 0;
+  /** The engine's rows of a volume, without the times every write refreshes. */
+  const engineRowsOf = async (v: string) => {
+    const strip = (r: RowDataPacket) => {
+      const { last_sync: _l, updated_at: _u, created_at: _c, id: _i, ...rest } = r;
+      return rest;
+    };
+    const [dm] = await edb().query<RowDataPacket[]>('SELECT * FROM device_mappings WHERE volume_uuid = ?', [
+      v,
+    ]);
+    const [ne] = await edb().query<RowDataPacket[]>('SELECT * FROM nbd_exports WHERE volume_id = ?', [v]);
+    // ossea_volumes: where the volume is. An undone first attach leaves "detached" where the
+    // engine wrote "creating": both say not attached, and "detached" is what the old daemon's
+    // detach wrote (docs/engine-contract.md).
+    const o = await ossea(v);
+    return {
+      mappings: dm.map(strip),
+      exports: ne.map(strip),
+      ossea: { device_path: o?.device_path ?? null, attached: o?.status === 'attached' },
+    };
+  };
+  for (const saga of ['attach', 'detach', 'failover', 'failback', 'delete'] as const) {
+    for (const [step, activityType] of STEPS[saga].filter(([, a]) => WRITES.has(a))) {
+      test(`${saga}: fail after "${step}" wrote`, async () => {
+        const volumeId = await s.createVolume();
+        const key = 2000 + n++;
+        await edb().query(
+          "INSERT INTO ossea_volumes (vm_context_id, volume_id, volume_name, size_gb, status) VALUES (?, ?, ?, 1, 'creating')",
+          [vm.contextId, volumeId, `migration-faultdb-faultdb-disk-${key}`],
+        );
+        const base = { applianceVmId: s.applianceVmId, volumeId };
+        const attach = { ...base, sourceVmName: 'faultdb', diskKey: key };
+        if (saga !== 'attach') await (await s.volumes.attach(attach)).result();
+        if (saga === 'failback')
+          await (await s.volumes.failover({ ...base, targetVmId: s.targetVmId })).result();
+        const before = await engineRowsOf(volumeId);
+        await s.failpoints.arm({
+          id: `fault-${saga}-${step}-${n}`,
+          workflowId: `volume:${volumeId}`,
+          activityType,
+          action: 'fail-after',
+        });
+        const h = await {
+          attach: () => s.volumes.attach(attach),
+          detach: () => s.volumes.detach(base),
+          failover: () => s.volumes.failover({ ...base, targetVmId: s.targetVmId }),
+          failback: () => s.volumes.failback(base),
+          delete: () => s.volumes.delete(base),
+        }[saga]();
+        await assert.rejects(h.result());
+        const [row] = await listOperations(s.db.pool, { operationId: h.operationId });
+        assert.equal(row?.status, 'compensated', `${row?.status}: ${row?.error}`);
+        assert.deepEqual(await engineRowsOf(volumeId), before, 'the engine rows as before the saga');
+        await assertEngineRowsFollow(s.db.pool, s.engineDb!, volumeId, `${saga} undone after ${step}`);
+      });
+    }
+  }
 });
