@@ -4,7 +4,12 @@ import { open } from 'node:fs/promises';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { execa } from 'execa';
 import { loadConfig } from '../../src/config/index.js';
+import type { RowDataPacket } from 'mysql2/promise';
 import { listExports as dbExports } from '../../src/db/exports.js';
+import { listMappings } from '../../src/db/mappings.js';
+import { engineExportNameOf } from '../../src/domain/device-names.js';
+import { differences, engineMappingOf, isHeld } from '../../src/engine-contract/engine-view.js';
+import { createEngineDatabase, engine, recordCreatedVolume, seedVm } from '../engine-db/index.js';
 import { migrateUp } from '../../src/db/migrator.js';
 import { createPool, dropDatabase, ensureDatabase } from '../../src/db/pool.js';
 import { startLabStack, type LabStack } from '../lab/stack.js';
@@ -27,9 +32,33 @@ async function nbdRead(s: LabStack, exportName: string, pattern: string, length:
   return `unexpected: ${out.trim().split('\n').pop()}`;
 }
 
+/** Ours beside the migration engine's, for each volume we hold: the engine's rows must follow ours. */
+async function showEngineView(s: LabStack): Promise<void> {
+  const ours = await listMappings(s.db.pool);
+  const [dms] = await engineDb.pool.query<RowDataPacket[]>('SELECT * FROM device_mappings');
+  const [nes] = await engineDb.pool.query<RowDataPacket[]>('SELECT * FROM nbd_exports');
+  const exportRows = new Map((await dbExports(s.db.pool)).map((e) => [e.volumeId, e]));
+  for (const m of ours) {
+    const dm = dms.find((r) => r.volume_uuid === m.volumeId);
+    const ne = nes.filter((r) => r.volume_id === m.volumeId).map((r) => String(r.export_name));
+    const held = isHeld(m, exportRows.has(m.volumeId));
+    const follows = held && dm ? differences(dm, engineMappingOf(m)).length === 0 : !held && !dm;
+    const [key] = await engine.diskKeys(engineDb.pool, ne);
+    say(
+      '',
+      `ours: ${m.persistentName} ${m.location.padEnd(8)} | engine: ${dm ? `${String(dm.device_path)} (${String(dm.cloudstack_state)}, ${String(dm.operation_mode)})` : 'no mapping row'}, ` +
+        `export ${ne.join(', ') || 'none'}${key ? ` → VMware disk ${key}` : ''} ${follows ? '✓' : '✗ DIFFERS'}`,
+    );
+    if (!follows) throw new Error(`the engine's rows of ${m.volumeId} do not follow ours`);
+  }
+}
+
 async function show(s: LabStack, stage: string): Promise<void> {
   const served = await s.servedExports();
-  const recorded = (await dbExports(s.db.pool)).map((e) => e.exportName).sort();
+  // Each export under both names: the persistent one, and the one the engine parses.
+  const recorded = (await dbExports(s.db.pool))
+    .flatMap((e) => [e.exportName, engineExportNameOf(e.volumeId)])
+    .sort();
   const same = JSON.stringify(served) === JSON.stringify(recorded);
   say(
     '',
@@ -37,6 +66,7 @@ async function show(s: LabStack, stage: string): Promise<void> {
   );
   for (const name of await s.dmNames()) say('', `dmsetup table ${name}: ${await s.dmTable(name)}`);
   if (!same) throw new Error(`${stage}: NBD server and database disagree`);
+  await showEngineView(s);
 }
 
 console.log('volume-lifecycle demo: the appliance is a QEMU guest with a real kernel, dm and nbdkit;');
@@ -45,15 +75,25 @@ await dropDatabase(cfg);
 await ensureDatabase(cfg);
 const pool = createPool(cfg);
 await migrateUp(pool);
+// The migration engine's database beside ours (ENGINE_DB_NAME), as on an appliance it shares.
+const engineCfg = { ...cfg, DB_NAME: 'volume_lifecycle_demo_engine' };
+await dropDatabase(engineCfg);
+const engineDb = await createEngineDatabase(engineCfg.DB_NAME, { nbdPort: cfg.NBD_PORT });
 say('start', 'booting the appliance lab and the workers …');
 const t0 = Date.now();
-const s = await startLabStack({ db: { pool, close: () => pool.end() }, tag: 'demo', jobDurationMs: 300 });
+const s = await startLabStack({
+  db: { pool, close: () => pool.end() },
+  tag: 'demo',
+  jobDurationMs: 300,
+  engine: engineDb.rows,
+});
 let stopping = false;
 const stop = async () => {
   if (stopping) return;
   stopping = true;
   console.log('\nstopping: workers, lab VM, simulator …');
   await s.close();
+  await engineDb.pool.end();
   process.exit(0);
 };
 process.on('SIGINT', () => void stop());
@@ -63,6 +103,10 @@ say('ready', `lab booted in ${s.lab.bootMs} ms, stack ready in ${Date.now() - t0
 const base = { applianceVmId: s.applianceVmId };
 const vm = 'pgtest3';
 const vols = [await s.createVolume(1), await s.createVolume(1)];
+// The engine's own rows of the migration: the VM, its disks 2000 and 2001, and their volumes.
+const engineVm = await seedVm(engineDb.pool, vm, [2000, 2001]);
+for (const [i, v] of vols.entries())
+  await recordCreatedVolume(engineDb.pool, engineVm, 2000 + i, v, `migration-${vm}-${vm}-disk-${i}`);
 const access = [];
 for (const [i, volumeId] of vols.entries()) {
   const r = await (
@@ -75,6 +119,13 @@ for (const [i, volumeId] of vols.entries()) {
   );
 }
 await show(s, 'attach');
+// As the engine does after provisioning: each export's VM disk, from the export name it read.
+const exportNames = vols.map((v) => engineExportNameOf(v));
+await engine.correlateExports(engineDb.pool, engineVm.contextId, exportNames);
+say(
+  'engine',
+  `maps ${exportNames.join(', ')} to VMware disks ${(await engine.diskKeys(engineDb.pool, exportNames)).join(', ')}`,
+);
 for (const a of access) {
   await execa('qemu-io', ['-f', 'raw', s.nbdUri(a.exportName), '-c', 'write -P 0xa5 0 1M']);
   say(

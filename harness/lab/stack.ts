@@ -16,6 +16,7 @@ import { FileTargetHypervisor, QmpHypervisor, startLab, type GuestProcess, type 
 import { connectClient } from '../../src/temporal/connection.js';
 import { Failpoints } from '../../src/worker/failpoints.js';
 import { createControlWorker } from '../../src/worker/workers.js';
+import type { EngineRows } from '../../src/engine-contract/engine-rows.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -90,6 +91,8 @@ export interface LabStackOptions {
    * on an appliance; or 'checkout', this tree through tsx (to iterate without a build).
    */
   hostWorker?: 'release' | 'checkout';
+  /** The migration engine's database beside ours (ENGINE_DB_NAME): its rows follow ours. */
+  engine?: EngineRows;
 }
 
 /** How the guest starts its host worker: argv, env and working directory. */
@@ -279,6 +282,7 @@ export async function startLabStack(opts: LabStackOptions): Promise<LabStack> {
           TEMPORAL_ADDRESS: temporalAddress,
           TASK_QUEUE_PREFIX: prefix,
           DB_NAME: db.name,
+          ...(opts.engine ? { ENGINE_DB_NAME: opts.engine.database } : {}),
           CLOUDSTACK_URL: sim.sim.url,
           CLOUDSTACK_API_KEY: sim.sim.apiKey,
           CLOUDSTACK_SECRET_KEY: sim.sim.secretKey,
@@ -314,6 +318,7 @@ export async function startLabStack(opts: LabStackOptions): Promise<LabStack> {
         failpointsDir: controlFailpoints.dir,
         cloudstack: cs,
         db: db.pool,
+        ...(opts.engine ? { engine: opts.engine } : {}),
       });
       const running = worker.run();
       cleanups.push(async () => {

@@ -10,7 +10,7 @@ import { createPool, dropDatabase, ensureDatabase } from '../../src/db/pool.js';
 import { freshDatabase } from '../support/db.js';
 
 /**
- * The old daemon's database (its production schema: test/fixtures/engine-schema.sql) beside
+ * The old daemon's database (its production schema: harness/engine-db/schema.sql) beside
  * ours on one server: the import adopts what it can, says why for the rest, writes nothing on a
  * dry run and never changes the old tables.
  */
@@ -27,7 +27,9 @@ before(async () => {
   ours = await freshDatabase('importold');
   await ensureDatabase(oldCfg);
   old = createPool(oldCfg, { multipleStatements: true });
-  await old.query(await readFile(path.join(import.meta.dirname, '../fixtures/engine-schema.sql'), 'utf8'));
+  await old.query(
+    await readFile(path.join(import.meta.dirname, '../../harness/engine-db/schema.sql'), 'utf8'),
+  );
   const mapping = (n: number, vm: string, mode: string, name: string | null, dev: string) =>
     old.query(
       `INSERT INTO device_mappings (id, volume_uuid, vm_id, operation_mode, cloudstack_device_id, device_path,
