@@ -43,7 +43,7 @@ async function showEngineView(s: LabStack): Promise<void> {
     const ne = nes.filter((r) => r.volume_id === m.volumeId).map((r) => String(r.export_name));
     const held = isHeld(m, exportRows.has(m.volumeId));
     const follows = held && dm ? differences(dm, engineMappingOf(m)).length === 0 : !held && !dm;
-    const [key] = await engine.diskKeys(engineDb.pool, ne);
+    const key = ne[0] ? await engine.diskKeyOf(engineDb.pool, ne[0]) : undefined;
     say(
       '',
       `ours: ${m.persistentName} ${m.location.padEnd(8)} | engine: ${dm ? `${String(dm.device_path)} (${String(dm.cloudstack_state)}, ${String(dm.operation_mode)})` : 'no mapping row'}, ` +

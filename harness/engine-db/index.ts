@@ -176,17 +176,20 @@ export const engine = {
    */
   async diskKeys(db: Pool, exportNames: string[]): Promise<string[]> {
     const out: string[] = [];
-    for (const [i, name] of exportNames.entries()) {
-      const volumeId = name.startsWith(EXPORT_PREFIX) ? name.slice(EXPORT_PREFIX.length) : name;
-      const [r] = await db.query<RowDataPacket[]>(
-        `SELECT vm_disks.disk_id FROM vm_disks JOIN ossea_volumes ON vm_disks.ossea_volume_id = ossea_volumes.id
-          WHERE ossea_volumes.volume_id = ? LIMIT 1`,
-        [volumeId],
-      );
-      const diskId = r[0] ? String(r[0].disk_id) : '';
-      out.push(diskId ? diskId.replace(/^disk-/, '') : `200${i}`);
-    }
+    for (const [i, name] of exportNames.entries()) out.push((await engine.diskKeyOf(db, name)) ?? `200${i}`);
     return out;
+  },
+  /** The lookup alone (migration.go:1441-1466): the key of the export's volume, if it has one. */
+  async diskKeyOf(db: Pool, exportName: string): Promise<string | undefined> {
+    const volumeId = exportName.startsWith(EXPORT_PREFIX)
+      ? exportName.slice(EXPORT_PREFIX.length)
+      : exportName;
+    const [r] = await db.query<RowDataPacket[]>(
+      `SELECT vm_disks.disk_id FROM vm_disks JOIN ossea_volumes ON vm_disks.ossea_volume_id = ossea_volumes.id
+        WHERE ossea_volumes.volume_id = ? LIMIT 1`,
+      [volumeId],
+    );
+    return r[0] ? String(r[0].disk_id).replace(/^disk-/, '') : undefined;
   },
   /** migration.go:1493: exports of a context still without their VM disk. */
   async uncorrelated(db: Pool, contextId: string): Promise<string[]> {
