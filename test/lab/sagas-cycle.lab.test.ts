@@ -32,7 +32,8 @@ import {
  *   opened at every 100 ms sample, and one connection held across it all.
  */
 let s: LabStack;
-before(async () => (s = await startLabStack('cycle')));
+// With the engine's database beside ours: every consistency check also checks its rows.
+before(async () => (s = await startLabStack('cycle', { engineDb: true })));
 after(async () => {
   await killLiveClients();
   await s?.close();

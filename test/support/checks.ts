@@ -4,6 +4,8 @@ import { listExports as dbExports } from '../../src/db/exports.js';
 import { listMappings } from '../../src/db/mappings.js';
 import { DEFAULT_NBDKIT_PID_FILE } from '../../src/nbd/index.js';
 import { commandOf, parsePid } from '../../src/nbd/process.js';
+import { engineExportNameOf } from '../../src/domain/device-names.js';
+import { assertEngineRowsFollow, type EngineDb } from './engine-db.js';
 import type { LabStack } from './lab-stack.js';
 
 /** The PID in the guest's nbdkit pid file, asserted to be a running nbdkit. */
@@ -27,8 +29,12 @@ export async function qemuIo(uri: string, command: string): Promise<string> {
  */
 export async function assertConsistent(s: LabStack, where: string): Promise<void> {
   const rows = await listMappings(s.db.pool, { applianceVmId: s.applianceVmId });
-  const exportRows = (await dbExports(s.db.pool)).map((e) => e.exportName).sort();
+  // Each export under both its names: the persistent one, and the one the engine parses.
+  const exports = await dbExports(s.db.pool);
+  const exportRows = exports.flatMap((e) => [e.exportName, engineExportNameOf(e.volumeId)]).sort();
   assert.deepEqual(await s.servedExports(), exportRows, `${where}: served exports = database exports`);
+  const engineDb = (s as LabStack & { engineDb?: EngineDb }).engineDb;
+  if (engineDb) for (const r of rows) await assertEngineRowsFollow(s.db.pool, engineDb, r.volumeId, where);
   const named = rows.filter((r) => r.persistentName);
   assert.deepEqual(
     (await s.dmNames()).filter((n) => /disk\d+$/.test(n)),
