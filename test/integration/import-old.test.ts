@@ -8,6 +8,8 @@ import { importOldDatabase } from '../../src/engine-contract/import-old.js';
 import { getMapping } from '../../src/db/mappings.js';
 import { createPool, dropDatabase, ensureDatabase } from '../../src/db/pool.js';
 import { freshDatabase } from '../support/db.js';
+import { EngineRows } from '../../src/engine-contract/engine-rows.js';
+import { differences, engineMappingOf } from '../../src/engine-contract/engine-view.js';
 
 /**
  * The old daemon's database (its production schema: harness/engine-db/schema.sql) beside
@@ -116,4 +118,49 @@ test('a database name that is not a plain identifier is refused before any SQL',
     importOldDatabase(ours.pool, { from: 'x`; DROP TABLE y; --', applianceVmId: APPLIANCE, apply: false }),
     /--from-db: .* is not a database name/,
   );
+});
+
+test("apply with the engine's database set (it is the old one): named rows take our form there, the engine's own columns kept, unnamed rows untouched", async () => {
+  const ours2 = await freshDatabase('importengine');
+  try {
+    // The engine set operation_mode itself; the import must keep it.
+    await old.query("UPDATE device_mappings SET operation_mode = 'failover' WHERE volume_uuid = ?", [V(1)]);
+    const [unnamedBefore] = await old.query<RowDataPacket[]>(
+      'SELECT * FROM device_mappings WHERE volume_uuid = ?',
+      [V(2)],
+    );
+    const r = await importOldDatabase(ours2.pool, {
+      from: oldName,
+      applianceVmId: APPLIANCE,
+      apply: true,
+      engine: new EngineRows({ database: oldName, nbdPort: 10809 }),
+    });
+    assert.equal(r.adopted.length, 3);
+    const row = async (n: number) =>
+      (
+        await old.query<RowDataPacket[]>('SELECT * FROM device_mappings WHERE volume_uuid = ?', [V(n)])
+      )[0][0]!;
+    const one = await row(1);
+    assert.deepEqual(differences(one, engineMappingOf((await getMapping(ours2.pool, V(1))) as never)), []);
+    assert.equal(one.device_path, '/dev/mapper/pgtest3disk0');
+    assert.equal(one.operation_mode, 'failover', "the engine's write is kept");
+    const three = await row(3);
+    assert.equal(three.device_path, `remote-vm-${DEST}-vol-${V(3)}`);
+    assert.deepEqual(
+      { ...(await row(2)) },
+      { ...unnamedBefore[0] },
+      'unnamed: as the old daemon left it, until named',
+    );
+    const [exports] = await old.query<RowDataPacket[]>(
+      'SELECT export_name FROM nbd_exports WHERE volume_id = ?',
+      [V(1)],
+    );
+    assert.deepEqual(
+      exports,
+      [],
+      "the seed's export name, which the engine cannot parse, is gone; reconcile writes migration-vol-<id>",
+    );
+  } finally {
+    await ours2.close();
+  }
 });

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { OPERATION_STATUSES, OPERATION_TYPES } from '../../domain/operations.js';
 import { listOperations, listSteps } from '../../db/operations.js';
 import { uuid } from '../../domain/ids.js';
 import { ApiError } from '../errors.js';
@@ -32,10 +33,9 @@ export function registerOperationRoutes({ api, deps }: V2Scope): void {
       schema: {
         summary: 'Operations, newest first',
         querystring: z.object({
-          type: z.enum(['attach', 'detach', 'failover', 'failback', 'delete', 'repair']).optional(),
-          status: z
-            .enum(['running', 'completed', 'failed', 'compensated', 'needs_attention', 'cancelled'])
-            .optional(),
+          // The lists the audit table holds, from their one definition (src/domain/operations.ts).
+          type: z.enum(OPERATION_TYPES).optional(),
+          status: z.enum(OPERATION_STATUSES).optional(),
           volume_id: uuid.optional(),
           vm_id: uuid.optional(),
           since: z.coerce.date().optional(),

@@ -42,22 +42,22 @@ export function oldStatus(status: string): OldStatus {
   }
 }
 
-/** The old daemon's operation types: every way onto or off a VM was an "attach" or "detach". */
-export function oldType(type: OperationType | string): OldType {
-  switch (type) {
-    case 'attach':
-    case 'failover':
-    case 'failback':
-      return 'attach';
-    case 'detach':
-      return 'detach';
-    case 'delete':
-      return 'delete';
-    case 'create':
-      return 'create';
-    default:
-      return 'cleanup'; // repair: reconciliation's own work
-  }
+/**
+ * The old daemon's operation types: every way onto or off a VM was an "attach" or "detach".
+ * Exhaustive by type: a new operation type does not compile until it is given its old name here.
+ */
+const OLD_TYPE: Record<OperationType, OldType> = {
+  create: 'create',
+  attach: 'attach',
+  failover: 'attach',
+  failback: 'attach',
+  detach: 'detach',
+  delete: 'delete',
+  repair: 'cleanup', // reconciliation's own work
+};
+
+export function oldType(type: OperationType): OldType {
+  return OLD_TYPE[type];
 }
 
 /** What an operator must do about an operation parked on a failed compensation. */
