@@ -115,117 +115,106 @@ export class EngineRows implements RowFollower {
 
   private async writeMapping(tx: PoolConnection, m: MappingRecord & { persistentName: string }) {
     const wanted = engineMappingOf(m);
-    const [rows] = await tx.query<RowDataPacket[]>(
-      `SELECT * FROM ${this.t('device_mappings')} WHERE volume_uuid = ? FOR UPDATE`,
+    const written = await this.writeRow(tx, {
+      table: 'device_mappings',
+      key: ['volume_uuid', m.volumeId],
+      wanted,
+      // operation_mode: on the first write only; the engine changes it itself after that.
+      inserted: { operation_mode: operationModeOf(m) },
+      newId: true,
+      // The engine's context of the volume, as the old daemon took it.
+      context: [
+        `SELECT vm_context_id FROM ${this.t('ossea_volumes')} WHERE volume_id = ? LIMIT 1`,
+        m.volumeId,
+      ],
+      stamps: ['last_sync', 'created_at', 'updated_at'],
+      now: 'NOW()',
+      what: `device_mappings row of volume ${m.volumeId} (device_path ${wanted.device_path})`,
+    });
+    if (written !== 'inserted') return;
+    // Tracked before the engine had a row for it: the row is born with the snapshot.
+    const [snap] = await tx.query<RowDataPacket[]>(
+      'SELECT vm_context_id, snapshot_id, snapshot_status FROM volume_snapshots WHERE volume_id = ?',
       [m.volumeId],
     );
-    const row = rows[0];
-    try {
-      if (!row) {
-        // vm_context_id: the engine's context of the volume, as the old daemon took it.
-        await tx.query(
-          `INSERT INTO ${this.t('device_mappings')} (id, vm_context_id, volume_uuid, vm_id, operation_mode,
-             cloudstack_device_id, requires_device_correlation, device_path, cloudstack_state, linux_state,
-             size, last_sync, created_at, updated_at, persistent_device_name, symlink_path)
-           VALUES (UUID(), (SELECT vm_context_id FROM ${this.t('ossea_volumes')} WHERE volume_id = ? LIMIT 1),
-             ?, ?, ?, ?, ?, ?, ?, ?, ?, NOW(), NOW(), NOW(), ?, ?)`,
-          [
-            m.volumeId,
-            m.volumeId,
-            wanted.vm_id,
-            operationModeOf(m),
-            wanted.cloudstack_device_id,
-            wanted.requires_device_correlation,
-            wanted.device_path,
-            wanted.cloudstack_state,
-            wanted.linux_state,
-            wanted.size,
-            wanted.persistent_device_name,
-            wanted.symlink_path,
-          ],
-        );
-        // Tracked before the engine had a row for it: the row is born with the snapshot.
-        const [snap] = await tx.query<RowDataPacket[]>(
-          'SELECT vm_context_id, snapshot_id, snapshot_status FROM volume_snapshots WHERE volume_id = ?',
-          [m.volumeId],
-        );
-        if (snap[0])
-          await this.snapshotWritten(tx, m.volumeId, {
-            kind: 'track',
-            vmContextId: String(snap[0].vm_context_id),
-            snapshotId: String(snap[0].snapshot_id),
-            status: String(snap[0].snapshot_status),
-          });
-        return;
-      }
-      const changed = differences(row, wanted);
-      const fillContext = row.vm_context_id === null;
-      if (changed.length === 0 && !fillContext) return;
-      const sets = changed.map((c) => `${c.field} = ?`);
-      const args: unknown[] = changed.map((c) => c.wanted);
-      if (fillContext) {
-        sets.push(
-          `vm_context_id = (SELECT vm_context_id FROM ${this.t('ossea_volumes')} WHERE volume_id = ? LIMIT 1)`,
-        );
-        args.push(m.volumeId);
-      }
-      await tx.query(
-        `UPDATE ${this.t('device_mappings')} SET ${[...sets, 'last_sync = NOW()', 'updated_at = NOW()'].join(', ')}
-         WHERE volume_uuid = ?`,
-        [...args, m.volumeId],
-      );
-    } catch (err) {
-      throw this.conflict(
-        err,
-        `device_mappings row of volume ${m.volumeId} (device_path ${wanted.device_path})`,
-      );
-    }
+    if (snap[0])
+      await this.snapshotWritten(tx, m.volumeId, {
+        kind: 'track',
+        vmContextId: String(snap[0].vm_context_id),
+        snapshotId: String(snap[0].snapshot_id),
+        status: String(snap[0].snapshot_status),
+      });
   }
 
   private async writeExport(tx: PoolConnection, e: ExportRecord) {
     const wanted = engineExportOf(e, this.nbdPort);
-    const [rows] = await tx.query<RowDataPacket[]>(
-      `SELECT * FROM ${this.t('nbd_exports')} WHERE export_name = ? FOR UPDATE`,
-      [wanted.export_name],
-    );
+    await this.writeRow(tx, {
+      table: 'nbd_exports',
+      key: ['export_name', wanted.export_name],
+      wanted,
+      inserted: {},
+      newId: false,
+      context: [`SELECT vm_context_id FROM ${this.t('device_mappings')} WHERE volume_uuid = ?`, e.volumeId],
+      stamps: ['created_at', 'updated_at'],
+      now: 'NOW(3)',
+      what: `nbd_exports row ${wanted.export_name}`,
+    });
+  }
+
+  /**
+   * One engine row to hold `wanted`: inserted with `inserted` and its context when missing,
+   * else only the columns that differ rewritten, and a NULL `vm_context_id` filled. Untouched
+   * when it already holds them (a write that changes nothing leaves the engine's times alone).
+   */
+  private async writeRow(
+    tx: PoolConnection,
+    r: {
+      table: 'device_mappings' | 'nbd_exports';
+      key: [column: string, value: string];
+      wanted: object;
+      inserted: Record<string, unknown>;
+      /** The table's id is a UUID the row is given (device_mappings), not AUTO_INCREMENT. */
+      newId: boolean;
+      context: [sql: string, arg: string];
+      stamps: string[];
+      now: string;
+      what: string;
+    },
+  ): Promise<'inserted' | 'updated' | 'same'> {
+    const t = this.t(r.table);
+    const [rows] = await tx.query<RowDataPacket[]>(`SELECT * FROM ${t} WHERE ${r.key[0]} = ? FOR UPDATE`, [
+      r.key[1],
+    ]);
     const row = rows[0];
+    const context = `vm_context_id = (${r.context[0]})`;
     try {
       if (!row) {
-        await tx.query(
-          `INSERT INTO ${this.t('nbd_exports')} (vm_context_id, volume_id, device_mapping_uuid, export_name, port,
-             device_path, config_path, status, created_at, updated_at)
-           VALUES ((SELECT vm_context_id FROM ${this.t('device_mappings')} WHERE volume_uuid = ?),
-             ?, ?, ?, ?, ?, ?, ?, NOW(3), NOW(3))`,
-          [
-            e.volumeId,
-            wanted.volume_id,
-            wanted.device_mapping_uuid,
-            wanted.export_name,
-            wanted.port,
-            wanted.device_path,
-            wanted.config_path,
-            wanted.status,
-          ],
-        );
-        return;
+        const values = { [r.key[0]]: r.key[1], ...r.wanted, ...r.inserted };
+        const sets = [
+          ...Object.keys(values).map((c) => `${c} = ?`),
+          context,
+          ...r.stamps.map((c) => `${c} = ${r.now}`),
+          ...(r.newId ? ['id = UUID()'] : []),
+        ];
+        await tx.query(`INSERT INTO ${t} SET ${sets.join(', ')}`, [...Object.values(values), r.context[1]]);
+        return 'inserted';
       }
-      const changed = differences(row, wanted);
+      const changed = differences(row, r.wanted);
       const fillContext = row.vm_context_id === null;
-      if (changed.length === 0 && !fillContext) return;
-      const sets = changed.map((c) => `${c.field} = ?`);
-      const args: unknown[] = changed.map((c) => c.wanted);
-      if (fillContext) {
-        sets.push(
-          `vm_context_id = (SELECT vm_context_id FROM ${this.t('device_mappings')} WHERE volume_uuid = ?)`,
-        );
-        args.push(e.volumeId);
-      }
-      await tx.query(
-        `UPDATE ${this.t('nbd_exports')} SET ${[...sets, 'updated_at = NOW(3)'].join(', ')} WHERE export_name = ?`,
-        [...args, wanted.export_name],
-      );
+      if (changed.length === 0 && !fillContext) return 'same';
+      const sets = [
+        ...changed.map((c) => `${c.field} = ?`),
+        ...(fillContext ? [context] : []),
+        ...r.stamps.filter((c) => c !== 'created_at').map((c) => `${c} = ${r.now}`),
+      ];
+      await tx.query(`UPDATE ${t} SET ${sets.join(', ')} WHERE ${r.key[0]} = ?`, [
+        ...changed.map((c) => c.wanted),
+        ...(fillContext ? [r.context[1]] : []),
+        r.key[1],
+      ]);
+      return 'updated';
     } catch (err) {
-      throw this.conflict(err, `nbd_exports row ${wanted.export_name}`);
+      throw this.conflict(err, r.what);
     }
   }
 
