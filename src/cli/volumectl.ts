@@ -165,19 +165,35 @@ for (const action of ['abort', 'retry', 'skip'] as const) {
 }
 
 program
-  .command('show <volume>')
-  .description('mapping, export and latest operation of a volume')
-  .action(async (volume: string) => {
-    if (!/^[0-9a-f-]{36}$/i.test(volume))
+  .command('show <volume-or-operation>')
+  .description("a volume's mapping, export, latest operation and the engine's rows; or one operation")
+  .action(async (ref: string) => {
+    if (!/^[0-9a-f-]{36}$/i.test(ref))
       throw new InvalidRequestError([{ field: 'volume', message: 'must be a UUID' }]);
+    const id = ref.toLowerCase();
     await withDb(async (db) => {
-      const m = await getMapping(db, volume);
-      if (!m) throw new InvalidRequestError([{ field: 'volume', message: `no mapping for ${volume}` }]);
-      const [last] = await listOperations(db, { volumeId: volume, limit: 1 });
+      const m = await getMapping(db, id);
+      if (!m) {
+        // An operation id (a create refused before CloudStack gave it a volume has no other).
+        const [op] = await listOperations(db, { operationId: id });
+        if (!op)
+          throw new InvalidRequestError([{ field: 'volume', message: `no volume or operation ${id}` }]);
+        out({ operation: op }, () =>
+          console.log(
+            `operation     ${op.operationId}\ntype          ${op.type}\nstatus        ${op.status}\nvolume        ${op.volumeId ?? '-'}` +
+              (op.error ? `\nerror         ${op.error}` : ''),
+          ),
+        );
+        return;
+      }
+      const [last] = await listOperations(db, { volumeId: id, limit: 1 });
+      const engine = engineRowsFor(cfg);
+      const engineRows = engine ? await engine.rowsOf(db, id) : undefined;
       const value = {
         mapping: m,
-        export: (await getExport(db, volume)) ?? null,
+        export: (await getExport(db, id)) ?? null,
         latestOperation: last ?? null,
+        ...(engineRows ? { engine: engineRows } : {}),
       };
       out(value, () => {
         console.log(
@@ -187,6 +203,13 @@ program
           `device        ${m.devicePath ?? '-'} → ${m.mapperPath} (dm ${m.dmState})\nexport        ${value.export?.exportName ?? '-'}`,
         );
         if (last) console.log(`last op       ${last.type} ${last.status} ${last.operationId}`);
+        if (engineRows) {
+          const dm = engineRows.mapping;
+          console.log(
+            `engine        ${engine!.database}: ${dm ? `device_path ${String(dm.device_path)}, ${String(dm.cloudstack_state)}, operation_mode ${String(dm.operation_mode)}` : 'no device_mappings row'}; ` +
+              `exports ${engineRows.exports.map((e) => `${String(e.export_name)}${e.vm_disk_id ? ` (vm_disk_id ${String(e.vm_disk_id)})` : ''}`).join(', ') || 'none'}`,
+          );
+        }
       });
     });
   });

@@ -226,6 +226,22 @@ export class EngineRows implements RowFollower {
     );
   }
 
+  /** One volume's engine rows as they are (volumectl show). */
+  async rowsOf(
+    db: Pool,
+    volumeId: string,
+  ): Promise<{ mapping: RowDataPacket | undefined; exports: RowDataPacket[] }> {
+    const [m] = await db.query<RowDataPacket[]>(
+      `SELECT * FROM ${this.t('device_mappings')} WHERE volume_uuid = ?`,
+      [volumeId],
+    );
+    const [e] = await db.query<RowDataPacket[]>(
+      `SELECT * FROM ${this.t('nbd_exports')} WHERE volume_id = ?`,
+      [volumeId],
+    );
+    return { mapping: m[0], exports: e };
+  }
+
   /** The engine's rows as they are, for reconciliation and the demo (engine-drift.ts). */
   async read(db: Pool): Promise<{ mappings: RowDataPacket[]; exports: RowDataPacket[] }> {
     const [mappings] = await db.query<RowDataPacket[]>(`SELECT * FROM ${this.t('device_mappings')}`);
