@@ -129,6 +129,13 @@ test('a create CloudStack refuses (no such zone) fails at once, compensated, nev
       assert.equal(row.status, 'compensated', `${row.status}: ${row.error}`);
       assert.match(row.error ?? '', /cloudstack-create=completed/);
       assert.match(row.error ?? '', /zoneid/);
+      // It has no volume id: the tools find it by its operation id.
+      const shown = await execa(path.join(ROOT, 'scripts/volumectl'), ['--json', 'show', id], {
+        reject: false,
+        env: { DB_NAME: s.db.name },
+      });
+      assert.equal(shown.exitCode, 0, shown.stderr);
+      assert.equal(JSON.parse(shown.stdout).operation.status, 'compensated');
       break;
     }
     await new Promise((res) => setTimeout(res, 50));
