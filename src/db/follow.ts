@@ -10,10 +10,15 @@ export interface RowFollower {
   around<T>(tx: PoolConnection, volumeIds: readonly string[], write: () => Promise<T>): Promise<T>;
 }
 
-/** Run `fn` in one transaction on a connection of its own: committed if it returns, else rolled back. */
+/**
+ * Run `fn` in one transaction on a connection of its own: committed if it returns, else rolled
+ * back. READ COMMITTED: a lookup of a row that is not there takes no gap lock, so writers of
+ * different volumes (each inserting its own rows) never deadlock on each other's gaps.
+ */
 export async function inTransaction<T>(pool: Pool, fn: (tx: PoolConnection) => Promise<T>): Promise<T> {
   const conn = await pool.getConnection();
   try {
+    await conn.query('SET TRANSACTION ISOLATION LEVEL READ COMMITTED');
     await conn.beginTransaction();
     const result = await fn(conn);
     await conn.commit();

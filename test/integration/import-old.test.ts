@@ -123,8 +123,10 @@ test('a database name that is not a plain identifier is refused before any SQL',
 test("apply with the engine's database set (it is the old one): named rows take our form there, the engine's own columns kept, unnamed rows untouched", async () => {
   const ours2 = await freshDatabase('importengine');
   try {
-    // The engine set operation_mode itself; the import must keep it.
-    await old.query("UPDATE device_mappings SET operation_mode = 'failover' WHERE volume_uuid = ?", [V(1)]);
+    // A column the engine (or the old daemon's snapshot tracking) wrote: the import must keep it.
+    await old.query("UPDATE device_mappings SET ossea_snapshot_id = 'snap-kept' WHERE volume_uuid = ?", [
+      V(1),
+    ]);
     const [unnamedBefore] = await old.query<RowDataPacket[]>(
       'SELECT * FROM device_mappings WHERE volume_uuid = ?',
       [V(2)],
@@ -143,9 +145,14 @@ test("apply with the engine's database set (it is the old one): named rows take 
     const one = await row(1);
     assert.deepEqual(differences(one, engineMappingOf((await getMapping(ours2.pool, V(1))) as never)), []);
     assert.equal(one.device_path, '/dev/mapper/pgtest3disk0');
-    assert.equal(one.operation_mode, 'failover', "the engine's write is kept");
+    assert.equal(one.ossea_snapshot_id, 'snap-kept', 'a column not ours is kept');
+    assert.equal(one.operation_mode, 'oma');
     const three = await row(3);
-    assert.equal(three.device_path, `remote-vm-${DEST}-vol-${V(3)}`);
+    assert.equal(
+      three.device_path,
+      `remote-vm-${DEST}`,
+      'unnamed too: reconcile names it, then it takes our form',
+    );
     assert.deepEqual(
       { ...(await row(2)) },
       { ...unnamedBefore[0] },

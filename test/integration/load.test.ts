@@ -85,7 +85,11 @@ test(`${N} attach sagas finish through two worker restarts: names unique, audit 
     assert.equal(new Set(tables).size, tables.length, 'each dm device over a disk of its own');
   }
   const exported = (await Promise.all(s.appliances.map((a) => s.servedExports(a.id)))).flat();
-  assert.deepEqual(exported.sort(), names.map((n) => `migration-vol-${n}`).sort());
+  // Each under both its names: the persistent one and the engine's (migration-vol-<volume id>).
+  assert.deepEqual(
+    exported.sort(),
+    [...names.map((n) => `migration-vol-${n}`), ...rows.map((r) => `migration-vol-${r.volumeId}`)].sort(),
+  );
 
   // Audit: one completed operation per saga, every attach step recorded once, completed, in order.
   const ops = await listOperations(s.db.pool, { type: 'attach', limit: 1000 });
