@@ -1,6 +1,6 @@
 // What keeping the engine's rows costs each database write of a saga: the writes an attach makes
-// (assign-name, record-mapping, ensure-export) and a detach's record-location, timed as the
-// control activities run them, without and with the engine's database (ENGINE_DB_NAME),
+// (assign-name, record-mapping, ensure-export) and a detach's record-location, each with its
+// step's audit row as in a saga, timed as the control activities run them, without and with the engine's database (ENGINE_DB_NAME),
 // interleaved in one run against the same MariaDB. Prints medians (ms) and their ratio.
 //   npm run bench:engine-rows -- [rounds=200]
 import { randomUUID } from 'node:crypto';
@@ -36,8 +36,25 @@ async function cycle(acts: typeof plain): Promise<number> {
   const operationId = randomUUID();
   const disk = n++;
   await recordCreatedVolume(engineDb.pool, vm, 2000, volumeId, `migration-benchvm-benchvm-disk-${disk}`);
+  // As in a saga: each write carries its step's audit row (one transaction either way).
+  await acts.auditOperationStart({
+    operationId,
+    workflowId: `volume:${volumeId}`,
+    runId: randomUUID(),
+    type: 'attach',
+    volumeId,
+    vmId: null,
+    request: {},
+  });
+  const audit = (seq: number, step: string) => ({
+    operationId,
+    seq,
+    step,
+    startedAt: new Date().toISOString(),
+  });
   const t0 = performance.now();
   const { mapping } = await acts.dbAssignName({
+    audit: audit(1, 'assign-name'),
     volumeId,
     sourceVmName: 'benchvm',
     diskIndex: disk,
@@ -47,6 +64,7 @@ async function cycle(acts: typeof plain): Promise<number> {
     operationId,
   });
   const attached = await acts.dbUpdateMapping({
+    audit: audit(2, 'record-mapping'),
     volumeId,
     expectedVersion: mapping.version,
     operationId,
@@ -60,6 +78,7 @@ async function cycle(acts: typeof plain): Promise<number> {
   });
   const name = mapping.persistentName!;
   await acts.dbUpsertExport({
+    audit: audit(3, 'ensure-export'),
     exportName: `migration-vol-${name}`,
     volumeId,
     targetPath: `/dev/mapper/${name}`,
@@ -68,6 +87,7 @@ async function cycle(acts: typeof plain): Promise<number> {
     status: 'active',
   });
   await acts.dbUpdateMapping({
+    audit: audit(4, 'record-location'),
     volumeId,
     expectedVersion: attached.version,
     operationId,

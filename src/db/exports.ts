@@ -39,10 +39,11 @@ export async function readExport(
     `SELECT * FROM nbd_exports WHERE volume_id = ?${lock ? ' FOR UPDATE' : ''}`,
     [volumeId],
   );
-  return rows[0] ? fromRow(rows[0]) : undefined;
+  return rows[0] ? exportFromRow(rows[0]) : undefined;
 }
 
-const fromRow = (r: RowDataPacket): ExportRecord => ({
+/** An export row as read. */
+export const exportFromRow = (r: RowDataPacket): ExportRecord => ({
   exportName: r.export_name,
   volumeId: r.volume_id,
   targetPath: r.target_path,
@@ -67,5 +68,5 @@ export async function listExports(pool: Pool, filter: { volumeId?: string; appli
      ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY e.export_name`,
     args,
   );
-  return rows.map(fromRow);
+  return rows.map(exportFromRow);
 }

@@ -1,4 +1,5 @@
 import type { Pool, PoolConnection, ResultSetHeader, RowDataPacket } from 'mysql2/promise';
+import { exportFromRow, type ExportRecord } from './exports.js';
 import type { DmState, VolumeLocation } from '../domain/mapping.js';
 import {
   describeDisk,
@@ -154,6 +155,28 @@ export async function getMapping(
     [volumeId],
   );
   return rows[0] ? fromRow(rows[0]) : undefined;
+}
+
+/**
+ * A volume's mapping and export rows in one read (an export row always has its mapping row);
+ * `lock`: FOR UPDATE, both rows.
+ */
+export async function readVolumeRows(
+  db: Pool | PoolConnection,
+  volumeId: string,
+  lock = false,
+): Promise<{ mapping: MappingRecord | undefined; exported: ExportRecord | undefined }> {
+  const [rows] = await db.query<RowDataPacket[]>({
+    sql: `SELECT * FROM device_mappings m LEFT JOIN nbd_exports e ON e.volume_id = m.volume_id
+           WHERE m.volume_id = ?${lock ? ' FOR UPDATE' : ''}`,
+    values: [volumeId],
+    nestTables: true,
+  });
+  const r = rows[0] as { m: MappingRow; e: RowDataPacket & { id: unknown } } | undefined;
+  return {
+    mapping: r ? fromRow(r.m) : undefined,
+    exported: r && r.e.id !== null ? exportFromRow(r.e) : undefined,
+  };
 }
 
 export async function listMappings(

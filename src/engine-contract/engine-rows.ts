@@ -1,7 +1,7 @@
 import type { Pool, PoolConnection, RowDataPacket } from 'mysql2/promise';
-import { readExport, type ExportRecord } from '../db/exports.js';
+import type { ExportRecord } from '../db/exports.js';
 import type { RowFollower } from '../db/follow.js';
-import { getMapping, type MappingRecord } from '../db/mappings.js';
+import { readVolumeRows, type MappingRecord } from '../db/mappings.js';
 import { engineExportNameOf } from '../domain/device-names.js';
 import {
   differences,
@@ -77,8 +77,8 @@ export class EngineRows implements RowFollower {
     return result;
   }
 
-  private async ours(db: Pool | PoolConnection, volumeId: string, lock: boolean): Promise<Ours> {
-    return { mapping: await getMapping(db, volumeId, lock), exported: await readExport(db, volumeId, lock) };
+  private ours(db: Pool | PoolConnection, volumeId: string, lock: boolean): Promise<Ours> {
+    return readVolumeRows(db, volumeId, lock);
   }
 
   /** Bring the engine's rows of one volume to what our rows now say (module comment). */
@@ -98,17 +98,22 @@ export class EngineRows implements RowFollower {
     }
     await this.writeMapping(tx, m);
     // After the mapping row: an old trigger copies its device_path into the export rows.
-    if (now.exported) await this.writeExport(tx, now.exported);
-    else if (before.exported)
-      await tx.query(`DELETE FROM ${this.t('nbd_exports')} WHERE export_name = ?`, [
-        engineExportNameOf(volumeId),
-      ]);
-    // Rows of this volume under any other export name are left over (from the seed's naming,
-    // or a daemon before it): the engine maps disks by the one name it parses.
-    await tx.query(`DELETE FROM ${this.t('nbd_exports')} WHERE volume_id = ? AND export_name <> ?`, [
-      volumeId,
-      engineExportNameOf(volumeId),
-    ]);
+    const name = engineExportNameOf(volumeId);
+    const [rows] = await tx.query<RowDataPacket[]>(
+      `SELECT * FROM ${this.t('nbd_exports')} WHERE volume_id = ? OR export_name = ? FOR UPDATE`,
+      [volumeId, name],
+    );
+    // Rows of this volume under any other export name are left over (from the seed's naming, or
+    // a daemon before it): the engine maps disks by the one name it parses. And the engine's
+    // name goes with our export.
+    const gone = rows.filter((r) => r.export_name !== name || !now.exported).map((r) => r.id as number);
+    if (gone.length) await tx.query(`DELETE FROM ${this.t('nbd_exports')} WHERE id IN (?)`, [gone]);
+    if (now.exported)
+      await this.writeExport(
+        tx,
+        now.exported,
+        rows.find((r) => r.export_name === name),
+      );
     const ossea = osseaChange(before.mapping, m);
     if (ossea) await this.writeOssea(tx, volumeId, ossea);
   }
@@ -146,9 +151,10 @@ export class EngineRows implements RowFollower {
       });
   }
 
-  private async writeExport(tx: PoolConnection, e: ExportRecord) {
+  private async writeExport(tx: PoolConnection, e: ExportRecord, current: RowDataPacket | undefined) {
     const wanted = engineExportOf(e, this.nbdPort);
     await this.writeRow(tx, {
+      current,
       table: 'nbd_exports',
       key: ['export_name', wanted.export_name],
       wanted,
@@ -170,6 +176,8 @@ export class EngineRows implements RowFollower {
     tx: PoolConnection,
     r: {
       table: 'device_mappings' | 'nbd_exports';
+      /** The row as already read and locked in this transaction, when it was (else read here). */
+      current?: RowDataPacket | undefined;
       key: [column: string, value: string];
       wanted: object;
       inserted: Record<string, unknown>;
@@ -182,10 +190,12 @@ export class EngineRows implements RowFollower {
     },
   ): Promise<'inserted' | 'updated' | 'same'> {
     const t = this.t(r.table);
-    const [rows] = await tx.query<RowDataPacket[]>(`SELECT * FROM ${t} WHERE ${r.key[0]} = ? FOR UPDATE`, [
-      r.key[1],
-    ]);
-    const row = rows[0];
+    const row =
+      'current' in r
+        ? r.current
+        : (
+            await tx.query<RowDataPacket[]>(`SELECT * FROM ${t} WHERE ${r.key[0]} = ? FOR UPDATE`, [r.key[1]])
+          )[0][0];
     const context = `vm_context_id = (${r.context[0]})`;
     try {
       if (!row) {
