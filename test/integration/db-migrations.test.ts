@@ -3,6 +3,7 @@ import { after, before, test } from 'node:test';
 import type { RowDataPacket } from 'mysql2/promise';
 import { createMigrator } from '../../src/db/migrator.js';
 import { DM_STATES, EXPORT_BACKENDS, VOLUME_LOCATIONS } from '../../src/domain/mapping.js';
+import { OPERATION_STATUSES, OPERATION_TYPES } from '../../src/domain/operations.js';
 import { freshDatabase } from '../support/db.js';
 
 let db: Awaited<ReturnType<typeof freshDatabase>>;
@@ -47,6 +48,16 @@ test('the ENUM columns hold exactly the vocabulary the code defines (src/domain/
   assert.deepEqual(await enumOf('device_mappings', 'location'), [...VOLUME_LOCATIONS]);
   assert.deepEqual(await enumOf('device_mappings', 'dm_state'), [...DM_STATES]);
   assert.deepEqual(await enumOf('nbd_exports', 'backend'), [...EXPORT_BACKENDS]);
+  // The audit trail's: a type or status added in code needs a migration that adds it here.
+  assert.deepEqual(await enumOf('volume_operations', 'type'), [...OPERATION_TYPES]);
+  assert.deepEqual(await enumOf('volume_operations', 'status'), [...OPERATION_STATUSES]);
+  assert.deepEqual(await enumOf('volume_operation_steps', 'phase'), ['forward', 'compensation', 'operator']);
+  assert.deepEqual(await enumOf('volume_operation_steps', 'status'), [
+    'started',
+    'completed',
+    'failed',
+    'skipped',
+  ]);
 });
 
 test('persistent_device_name is unique (the seed allowed duplicates)', async () => {

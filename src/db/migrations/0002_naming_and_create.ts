@@ -1,4 +1,3 @@
-import { OPERATION_STATUSES, OPERATION_TYPES } from '../../domain/operations.js';
 import type { SqlMigration } from './index.js';
 
 /**
@@ -9,6 +8,21 @@ import type { SqlMigration } from './index.js';
  * `create` operation, whose volume id is unknown (NULL) until CloudStack has created it.
  */
 const enumOf = (values: readonly string[]) => values.map((v) => `'${v}'`).join(',');
+/**
+ * The lists as they were when this migration shipped, frozen: a migration is history. A later
+ * value comes with a migration of its own (and reaches databases migrated before it); the
+ * migrations test checks the columns against the code's lists after the last one.
+ */
+const STATUSES_0002 = [
+  'running',
+  'completed',
+  'failed',
+  'compensated',
+  'refused',
+  'needs_attention',
+  'cancelled',
+];
+const TYPES_0002 = ['create', 'attach', 'detach', 'failover', 'failback', 'delete', 'repair'];
 
 export const namingAndCreate: SqlMigration = {
   name: '0002_naming_and_create',
@@ -16,8 +30,8 @@ export const namingAndCreate: SqlMigration = {
     (server) =>
       `ALTER TABLE device_mappings MODIFY source_vm_name VARCHAR(255) CHARACTER SET utf8mb4
          COLLATE ${server === 'mariadb' ? 'utf8mb4_nopad_bin' : 'utf8mb4_0900_bin'} NOT NULL`,
-    `ALTER TABLE volume_operations MODIFY status ENUM(${enumOf(OPERATION_STATUSES)}) NOT NULL`,
-    `ALTER TABLE volume_operations MODIFY type ENUM(${enumOf(OPERATION_TYPES)}) NOT NULL`,
+    `ALTER TABLE volume_operations MODIFY status ENUM(${enumOf(STATUSES_0002)}) NOT NULL`,
+    `ALTER TABLE volume_operations MODIFY type ENUM(${enumOf(TYPES_0002)}) NOT NULL`,
     'ALTER TABLE volume_operations MODIFY volume_id CHAR(36) NULL',
     // The engine's snapshot bookkeeping (one CloudStack snapshot per volume, grouped by the
     // engine's VM context), which the old daemon kept on its mapping rows.
