@@ -3,7 +3,7 @@ import { WorkflowExecutionAlreadyStartedError, type Client, type WorkflowHandle 
 import { TypedSearchAttributes } from '@temporalio/common';
 import { z } from 'zod';
 import { volumeId as volumeIdSchema } from '../domain/ids.js';
-import { diskIndexFromKey } from '../domain/naming.js';
+import { diskIndexFromKey, persistentNameFor } from '../domain/naming.js';
 import {
   attachRequest,
   createRequest,
@@ -158,10 +158,39 @@ function namingOf(r: { sourceVmName?: string; diskKey?: number | string }) {
   }
 }
 
-/** The line an operator scans in the Temporal UI's workflow list. */
-function summaryOf(type: string, input: WorkflowContext & { name?: string }, vmName?: string): string {
-  const what = input.volumeId ? `volume ${input.volumeId}` : `new volume "${input.name ?? '?'}"`;
-  return `${type} ${what}${vmName ? ` of VM "${vmName}"` : ''}`;
+/**
+ * The line an operator scans in the Temporal UI's workflow list: the operation, the persistent
+ * name when the request names the disk (`pgtest3disk0`, VM and disk key), where it goes, and the
+ * volume id last: an operator at 3 a.m. looks for the name, not the UUID.
+ */
+export function summaryOf(
+  type: string,
+  input: WorkflowContext & {
+    name?: string;
+    sourceVmName?: string;
+    diskIndex?: number;
+    targetVmId?: string;
+    asRoot?: boolean;
+  },
+): string {
+  const named =
+    input.sourceVmName !== undefined && input.diskIndex !== undefined
+      ? {
+          name: persistentNameFor(input.sourceVmName, input.diskIndex),
+          vm: input.sourceVmName,
+          key: 2000 + input.diskIndex,
+        }
+      : undefined;
+  const subject = named
+    ? `${named.name} (VM "${named.vm}" disk-${named.key})`
+    : input.volumeId
+      ? `volume ${input.volumeId}`
+      : `new volume "${input.name ?? '?'}"`;
+  const target = input.targetVmId
+    ? ` to VM ${input.targetVmId}${input.asRoot ? ' as its root disk' : ''}`
+    : '';
+  const volume = named && input.volumeId ? `, volume ${input.volumeId}` : '';
+  return `${type} ${subject}${target}${volume}`;
 }
 
 function parse<S extends z.ZodType>(schema: S, input: unknown): z.output<S> {
@@ -391,7 +420,7 @@ export class VolumeLifecycleClient {
         workflowIdReusePolicy: type === 'create' ? 'REJECT_DUPLICATE' : 'ALLOW_DUPLICATE',
         memo: { operationId: input.operationId, type, request: requestPrint(type, input) },
         typedSearchAttributes: new TypedSearchAttributes(pairs),
-        staticSummary: summaryOf(type, input, vmName),
+        staticSummary: summaryOf(type, input),
       });
       return {
         handle: this.wrap(handle, handle.firstExecutionRunId, input.operationId, type, input.volumeId, false),
