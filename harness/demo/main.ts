@@ -14,7 +14,9 @@ import { migrateUp } from '../../src/db/migrator.js';
 import { createPool, dropDatabase, ensureDatabase } from '../../src/db/pool.js';
 import { startLabStack, type LabStack } from '../lab/stack.js';
 
-Runtime.install({ logger: new DefaultLogger('WARN') });
+// Ctrl-C is ours to handle (stop, below), in order: the SDK's own signal handlers would start
+// shutting the workers down underneath it.
+Runtime.install({ logger: new DefaultLogger('WARN'), shutdownSignals: [] });
 const cfg = { ...loadConfig(), DB_NAME: 'volume_lifecycle_demo' };
 const uiPort = Number(cfg.TEMPORAL_ADDRESS.split(':').pop()) + 1000;
 const say = (stage: string, text: string) => console.log(`\x1b[1m${stage.padEnd(12)}\x1b[0m ${text}`);

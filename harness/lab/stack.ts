@@ -322,7 +322,8 @@ export async function startLabStack(opts: LabStackOptions): Promise<LabStack> {
       });
       const running = worker.run();
       cleanups.push(async () => {
-        worker.shutdown();
+        // A signal may have started its shutdown already (the SDK's own handlers): once is enough.
+        if (worker.getState() === 'RUNNING') worker.shutdown();
         await running;
       });
     }

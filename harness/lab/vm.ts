@@ -180,10 +180,13 @@ function onExit(): void {
 }
 
 function onSignal(sig: NodeJS.Signals): void {
+  // Someone else handles it (the demo's orderly stop): they close the labs, in order, after the
+  // workers that use them; the exit hook still kills whatever is left.
+  if (process.listenerCount(sig) > 1) return;
   onExit();
   uninstallHooks();
   // Nobody else handles it: restore the default action (terminate with that signal).
-  if (process.listenerCount(sig) === 0) process.kill(process.pid, sig);
+  process.kill(process.pid, sig);
 }
 
 function installHooks(): void {
@@ -322,7 +325,9 @@ class LabVm implements Lab {
     const setpriv = findInPath('setpriv');
     const [file, argv] = setpriv ? [setpriv, ['--pdeathsig', 'KILL', '--', qemu, ...args]] : [qemu, args];
     const stderrLog = createWriteStream(path.join(this.workDir, 'qemu.stderr.log'));
-    const child = spawn(file, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
+    // A process group of its own: a Ctrl-C at the terminal reaches us, and we stop QEMU in order
+    // (pdeathsig above still ends it with us).
+    const child = spawn(file, argv, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
     this.child = child;
     child.stderr?.pipe(stderrLog);
     this.alive = true;

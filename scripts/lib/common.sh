@@ -92,7 +92,9 @@ start_temporal() {
   mkdir -p "$(dirname "$db")"
   if [ "$fresh" = fresh ]; then rm -f "$db"; fi
   log "starting Temporal dev server on 127.0.0.1:$port (UI http://127.0.0.1:$ui_port, state $db)"
-  "$TEMPORAL_BIN" server start-dev --ip 127.0.0.1 --port "$port" --ui-port "$ui_port" \
+  # setsid: a process group of its own, so a Ctrl-C at the terminal reaches the demo, which
+  # stops its workers first; `cleanup` stops the server after them.
+  setsid "$TEMPORAL_BIN" server start-dev --ip 127.0.0.1 --port "$port" --ui-port "$ui_port" \
     --db-filename "$db" --log-level warn "${args[@]}" \
     --dynamic-config-value system.forceSearchAttributesCacheRefreshOnRead=true \
     --dynamic-config-value frontend.enableUpdateWorkflowExecution=true \
