@@ -3,6 +3,11 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
+const PRODUCT_BOUNDARY = {
+  group: ['**/harness/**', '**/test/**', '**/bench/**'],
+  message: 'The product never imports the harness, the tests or the benchmarks.',
+};
+
 export default tseslint.config(
   { ignores: ['node_modules/**', '.data/**', 'coverage/**', 'dist/**'] },
   js.configs.recommended,
@@ -24,6 +29,11 @@ export default tseslint.config(
     rules: { '@typescript-eslint/no-floating-promises': 'off' },
   },
   {
+    // The product (what a release ships) never imports the harness, the tests or the benchmarks.
+    files: ['src/**/*.ts', 'activities/**/*.ts', 'workflows/**/*.ts'],
+    rules: { 'no-restricted-imports': ['error', { patterns: [PRODUCT_BOUNDARY] }] },
+  },
+  {
     // Workflow code runs in Temporal's deterministic sandbox: no Node built-ins, no I/O libraries.
     files: ['workflows/**/*.ts'],
     rules: {
@@ -31,9 +41,26 @@ export default tseslint.config(
         'error',
         {
           patterns: [
+            PRODUCT_BOUNDARY,
             { group: ['node:*', 'fs', 'child_process', 'net', 'os'], message: 'Workflows must not do I/O.' },
             { group: ['mysql2', 'mysql2/*', 'execa', 'pino'], message: 'Workflows must not do I/O.' },
           ],
+        },
+      ],
+    },
+  },
+  {
+    // A saga is a list of library steps: only the step library runs one (docs/sagas.md).
+    files: ['workflows/**/*.ts'],
+    ignores: ['workflows/volume-steps.ts'],
+    rules: {
+      'no-restricted-syntax': [
+        'error',
+        {
+          selector:
+            "CallExpression[callee.type='MemberExpression'][callee.property.name=/^(step|writeStep)$/]",
+          message:
+            'Saga steps live in the step library (workflows/volume-steps.ts): call one of its functions.',
         },
       ],
     },

@@ -1,5 +1,6 @@
 import { ApplicationFailure } from '@temporalio/common';
 import { ZodError } from 'zod';
+import type { FailureType } from '../src/domain/failures.js';
 
 /**
  * One rule for every activity: an error that says `retryable: false` (bad input, not found,
@@ -12,7 +13,7 @@ export function classify(err: unknown): never {
     const first = err.issues[0];
     throw ApplicationFailure.nonRetryable(
       `invalid input: ${first ? `${first.path.join('.') || '(root)'}: ${first.message}` : err.message}`,
-      'InvalidInput',
+      'InvalidInput' satisfies FailureType,
       err.issues.map((i) => ({ field: i.path.join('.'), message: i.message })),
     );
   }
@@ -49,6 +50,6 @@ export function withClassification<T extends Record<string, (...args: never[]) =
 }
 
 /** Mark a plain error as permanent. */
-export function permanent(message: string, type: string, details?: unknown): ApplicationFailure {
+export function permanent(message: string, type: FailureType, details?: unknown): ApplicationFailure {
   return ApplicationFailure.nonRetryable(message, type, details);
 }

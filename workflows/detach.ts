@@ -1,7 +1,13 @@
 import type { DetachInput, OperationResult } from '../src/domain/operations.js';
 import { activitiesFor } from './proxies.js';
 import { permanentFailure, Saga } from './saga.js';
-import { recordLocation, takeOffAppliance, validateMapped } from './volume-steps.js';
+import {
+  detachFromTarget,
+  errorDevice,
+  recordLocation,
+  takeOffAppliance,
+  validateMapped,
+} from './volume-steps.js';
 
 /**
  * detach: the volume leaves the appliance. dm → error target [relink] → CloudStack detach
@@ -34,17 +40,9 @@ export async function detachVolume(input: DetachInput): Promise<OperationResult>
           'VolumeAttachedElsewhere',
         );
       }
-      const fromVmId = volume.attachedTo;
-      await saga.step(
-        'cloudstack-detach-target',
-        () => acts.cloudstack.csDetach({ volumeId: input.volumeId, fromVmId }),
-        () => acts.cloudstack.csAttach({ volumeId: input.volumeId, vmId: fromVmId }),
-      );
+      await detachFromTarget(saga, acts, input, volume.attachedTo);
     } else if (volume.attachedTo) await takeOffAppliance(saga, acts, input, m);
-    else
-      await saga.step('dm-error', () =>
-        acts.host.hostDmEnsureError({ name: m.persistentName, sectors: Math.floor(m.sizeBytes / 512) }),
-      );
+    else await errorDevice(saga, acts, m.persistentName, m.sizeBytes);
     await recordLocation(saga, acts, input, m, {
       location: 'detached',
       targetVmId: null,

@@ -1,7 +1,7 @@
 import type { FailbackInput, OperationResult } from '../src/domain/operations.js';
 import { activitiesFor } from './proxies.js';
 import { permanentFailure, Saga } from './saga.js';
-import { bringToAppliance, validateMapped } from './volume-steps.js';
+import { bringToAppliance, detachFromTarget, validateMapped } from './volume-steps.js';
 
 /**
  * failback: the volume comes back from the migrated VM, usually as a different /dev/vdY.
@@ -24,11 +24,7 @@ export async function failbackVolume(input: FailbackInput): Promise<OperationRes
           'VolumeAttachedElsewhere',
         );
       }
-      await saga.step(
-        'cloudstack-detach-target',
-        () => acts.cloudstack.csDetach({ volumeId: input.volumeId, fromVmId: onTarget }),
-        () => acts.cloudstack.csAttach({ volumeId: input.volumeId, vmId: onTarget }),
-      );
+      await detachFromTarget(saga, acts, input, onTarget);
     }
     const access = await bringToAppliance(saga, acts, input, {
       name: m.persistentName,

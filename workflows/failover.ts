@@ -1,7 +1,7 @@
 import type { FailoverInput, OperationResult } from '../src/domain/operations.js';
 import { activitiesFor } from './proxies.js';
 import { permanentFailure, Saga } from './saga.js';
-import { recordLocation, takeOffAppliance, validateMapped } from './volume-steps.js';
+import { attachToTarget, recordLocation, takeOffAppliance, validateMapped } from './volume-steps.js';
 
 /**
  * failover: the volume moves to the migrated VM. As detach (dm → error, CloudStack detach),
@@ -33,13 +33,7 @@ export async function failoverVolume(input: FailoverInput): Promise<OperationRes
     }
 
     if (volume.attachedTo === input.applianceVmId) await takeOffAppliance(saga, acts, input, m);
-    // The OS disk goes on as the target's root disk (deviceid 0), the way the engine fails a VM over.
-    const deviceId = input.asRoot ? { deviceId: 0 } : {};
-    const attached = await saga.step(
-      'cloudstack-attach-target',
-      () => acts.cloudstack.csAttach({ volumeId: input.volumeId, vmId: input.targetVmId, ...deviceId }),
-      () => acts.cloudstack.csDetach({ volumeId: input.volumeId, fromVmId: input.targetVmId }),
-    );
+    const attached = await attachToTarget(saga, acts, input, input);
     await recordLocation(saga, acts, input, m, {
       location: 'target',
       targetVmId: input.targetVmId,

@@ -9,17 +9,10 @@ import type { ControlActivities } from '../activities/control/index.js';
 import type { HostActivities } from '../activities/host/index.js';
 import type { WorkflowContext } from '../src/domain/operations.js';
 import { hostQueue } from '../src/temporal/task-queues.js';
+import { NON_RETRYABLE_TYPES } from '../src/domain/failures.js';
 
-/** Failures that retrying cannot fix; everything else retries with backoff, bounded. */
-const NON_RETRYABLE = [
-  'InvalidInput',
-  'DiskAlreadyMapped',
-  'NameCollision',
-  'MappingMismatch',
-  'NameUnknown',
-  'StaleMapping',
-  'VolumeNotFound',
-];
+/** Failures that retrying cannot fix (src/domain/failures.ts); everything else retries, bounded. */
+const NON_RETRYABLE = [...NON_RETRYABLE_TYPES];
 
 /** Control steps, remote or local: the same bounded backoff. */
 const CONTROL_RETRY = {

@@ -2,7 +2,14 @@ import type { OperationResult, WorkflowContext } from '../src/domain/operations.
 import { diskSerialFor } from '../src/cloudstack/serial.js';
 import { activitiesFor } from './proxies.js';
 import { permanentFailure, Saga } from './saga.js';
-import { ensureExport, errorDevice, mapDevice, recordMapping } from './volume-steps.js';
+import {
+  adoptName,
+  ensureExport,
+  errorDevice,
+  mapDevice,
+  recordMapping,
+  validateRow,
+} from './volume-steps.js';
 
 export interface RepairInput extends WorkflowContext {
   /** What reconciliation saw; the repair re-reads everything and converges anyway. */
@@ -18,10 +25,10 @@ export interface RepairInput extends WorkflowContext {
  */
 export async function repairVolume(input: RepairInput): Promise<OperationResult> {
   const acts = activitiesFor(input);
-  const { control, host } = acts;
+  const { host } = acts;
   const saga = new Saga(input, 'repair', acts, input);
   return saga.run(async () => {
-    let m = await saga.step('validate', () => control.dbGetMapping(input.volumeId));
+    let m = await validateRow(saga, acts, input);
     const result: OperationResult = {
       operationId: input.operationId,
       type: 'repair',
@@ -30,23 +37,7 @@ export async function repairVolume(input: RepairInput): Promise<OperationResult>
       location: m?.location ?? 'detached',
     };
     if (!m) return { ...result, noop: true };
-    if (!m.persistentName) {
-      const row = m;
-      m = (
-        await saga.writeStep('adopt-name', (audit) =>
-          control.dbAssignName({
-            volumeId: row.volumeId,
-            sourceVmName: row.sourceVmName,
-            diskIndex: row.diskIndex,
-            applianceVmId: row.applianceVmId,
-            virtioSerial: row.virtioSerial,
-            sizeBytes: row.sizeBytes,
-            operationId: input.operationId,
-            audit,
-          }),
-        )
-      ).mapping;
-    }
+    if (!m.persistentName) m = await adoptName(saga, acts, input, m);
     const name = m.persistentName!;
     saga.describe({ persistentName: name, vmName: m.sourceVmName });
     const previous = await host.hostDmTable(name);

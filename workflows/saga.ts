@@ -18,13 +18,22 @@ import type {
 } from '../src/domain/operations.js';
 import { SA } from '../src/temporal/search-attributes.js';
 import { operatorUpdate, progressQuery } from './messages.js';
+import { REFUSAL_TYPES, type FailureType } from '../src/domain/failures.js';
+import {
+  OPERATOR_ACTIONS,
+  operatorStepName,
+  READ_ONLY_STEPS,
+  undoStepName,
+  type AuditStepName,
+  type StepName,
+} from '../src/domain/steps.js';
 import type { StepAudit } from '../src/db/operations.js';
 import type { Activities } from './proxies.js';
 
 export { operatorUpdate, progressQuery } from './messages.js';
 
 interface Compensation {
-  step: string;
+  step: StepName;
   undo: () => Promise<unknown>;
 }
 
@@ -83,7 +92,7 @@ export class Saga {
       },
       {
         validator: (action) => {
-          if (!action || !['retry', 'skip', 'abort'].includes(action.action)) {
+          if (!action || !(OPERATOR_ACTIONS as readonly string[]).includes(action.action)) {
             throw new Error('action: must be "retry", "skip" or "abort"');
           }
           if (typeof action.reason !== 'string' || action.reason.trim() === '') {
@@ -196,7 +205,7 @@ export class Saga {
   /**
    * One forward step. `undo` (if any) is registered before `action` runs.
    */
-  step<T>(step: string, action: () => Promise<T>, undo?: () => Promise<unknown>): Promise<T> {
+  step<T>(step: StepName, action: () => Promise<T>, undo?: () => Promise<unknown>): Promise<T> {
     return this.forwardStep(step, action, undo, false);
   }
 
@@ -208,7 +217,7 @@ export class Saga {
    * before this change get no `audit` and record the step separately, as they did.
    */
   writeStep<T>(
-    step: string,
+    step: StepName,
     action: (audit: StepAudit | undefined) => Promise<T>,
     undo?: () => Promise<unknown>,
   ): Promise<T> {
@@ -216,7 +225,7 @@ export class Saga {
   }
 
   private async forwardStep<T>(
-    step: string,
+    step: StepName,
     action: (audit: StepAudit | undefined) => Promise<T>,
     undo: (() => Promise<unknown>) | undefined,
     recordedByAction: boolean,
@@ -280,7 +289,7 @@ export class Saga {
     if (pairs.length) upsertSearchAttributes(pairs);
   }
 
-  private enter(step: string): void {
+  private enter(step: AuditStepName): void {
     this.inStep = true;
     this.progress.currentStep = step;
     upsertSearchAttributes([{ key: SA.SagaStep, value: step }]);
@@ -290,7 +299,7 @@ export class Saga {
   private async compensate(): Promise<'compensated' | 'abandoned'> {
     this.progress.state = 'compensating';
     for (const c of [...this.compensations].reverse()) {
-      const name = `undo:${c.step}`;
+      const name = undoStepName(c.step);
       this.enter(name);
       for (;;) {
         const seq = ++this.seq;
@@ -306,7 +315,7 @@ export class Saga {
           const decision = await this.waitForOperator(c.step, error);
           await this.record(
             ++this.seq,
-            `operator:${decision.action}`,
+            operatorStepName(decision.action),
             'operator',
             'completed',
             startedAt,
@@ -323,7 +332,7 @@ export class Saga {
     return 'compensated';
   }
 
-  private async waitForOperator(step: string, error: string): Promise<OperatorAction> {
+  private async waitForOperator(step: StepName, error: string): Promise<OperatorAction> {
     this.progress.state = 'waiting-for-operator';
     this.progress.needsAttention = { step, error };
     upsertSearchAttributes([{ key: SA.NeedsAttention, value: true }]);
@@ -347,7 +356,7 @@ export class Saga {
 
   private record(
     seq: number,
-    step: string,
+    step: AuditStepName,
     phase: 'forward' | 'compensation' | 'operator',
     status: 'completed' | 'failed' | 'skipped',
     startedAt: string,
@@ -368,19 +377,6 @@ export class Saga {
   }
 }
 
-/** Failure types that mean "no" from a check, before the operation changed anything. */
-export const REFUSAL_TYPES = new Set([
-  'InvalidInput',
-  'VolumeNotFound',
-  'VolumeAttachedElsewhere',
-  'DiskAlreadyMapped',
-  'NameCollision',
-  'MappingMismatch',
-  'NameUnknown',
-]);
-/** Steps that only read: a refusal after them has still changed nothing. */
-const READ_ONLY_STEPS = new Set(['validate']);
-
 function isRefusal(err: unknown): boolean {
   for (let e = err as { type?: unknown; cause?: unknown } | undefined; e; e = e.cause as typeof e) {
     if (e instanceof ApplicationFailure && typeof e.type === 'string' && REFUSAL_TYPES.has(e.type))
@@ -400,6 +396,6 @@ export function messageOf(err: unknown): string {
   return msg;
 }
 
-export function permanentFailure(message: string, type: string): ApplicationFailure {
+export function permanentFailure(message: string, type: FailureType): ApplicationFailure {
   return ApplicationFailure.nonRetryable(message, type);
 }

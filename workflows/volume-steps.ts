@@ -1,3 +1,5 @@
+import { CancellationScope, isCancellation } from '@temporalio/workflow';
+import type { ExportRecord } from '../src/db/exports.js';
 import type { MappingPatch, MappingRecord } from '../src/db/mappings.js';
 import type { VolumeAccess, WorkflowContext } from '../src/domain/operations.js';
 import { diskSerialFor } from '../src/cloudstack/serial.js';
@@ -7,16 +9,18 @@ import { permanentFailure, type Saga } from './saga.js';
 import type { DmState } from '../src/domain/mapping.js';
 
 /**
- * The step library every saga and reconciliation's repair use: single steps (map, error,
- * record, export) and the sequences built of them, bringing a volume onto the appliance
- * (attach, failback) and taking it off (detach, failover). Each step: compensation first, then
- * action. One path to make a volume right, whoever asks.
+ * The step library every saga and reconciliation's repair use, and the only code that runs a
+ * saga step (a lint rule keeps `saga.step` here): single steps (name, map, error, record,
+ * export, CloudStack calls) and the sequences built of them, bringing a volume onto the
+ * appliance (attach, failback) and taking it off (detach, failover). Each step: compensation
+ * first, then action; its reversion strategy is in brackets. A saga is a list of these.
+ * One path to make a volume right, whoever asks.
  */
 
-export function requireName(
-  m: MappingRecord | null,
-  volumeId: string,
-): MappingRecord & { persistentName: string } {
+type Volume = NonNullable<Awaited<ReturnType<Activities['control']['csGetVolume']>>>;
+type Named = MappingRecord & { persistentName: string };
+
+export function requireName(m: MappingRecord | null, volumeId: string): Named {
   if (!m)
     throw permanentFailure(`volume ${volumeId} has no device mapping: attach it first`, 'VolumeNotFound');
   if (!m.persistentName) {
@@ -25,7 +29,7 @@ export function requireName(
       'VolumeNotFound',
     );
   }
-  return m as MappingRecord & { persistentName: string };
+  return m as Named;
 }
 
 /**
@@ -144,7 +148,7 @@ export async function takeOffAppliance(
   saga: Saga,
   acts: Activities,
   ctx: WorkflowContext,
-  m: MappingRecord & { persistentName: string },
+  m: Named,
 ): Promise<void> {
   const { cloudstack, host, correlation } = acts;
   const name = m.persistentName;
@@ -205,13 +209,16 @@ export async function mapDevice(
   );
 }
 
-/** dm device `name` → error target of the volume's size (its export answers EIO, never stale data). */
+/**
+ * dm device `name` → error target of the volume's size (its export answers EIO, never stale data).
+ * [`undo`, when given: the device as it was]
+ */
 export async function errorDevice(
   saga: Saga,
   acts: Activities,
   name: string,
   sizeBytes: number,
-  undo: () => Promise<unknown>,
+  undo?: () => Promise<unknown>,
 ): Promise<void> {
   await saga.step(
     'dm-error',
@@ -286,5 +293,253 @@ export async function ensureExport(
           await host.hostExportRemove({ exportName, onlyIfTarget: targetPath, aliases });
         if (!before.row) await control.dbDeleteExport({ volumeId: ctx.volumeId });
       }),
+  );
+}
+
+// --- validate: the reads an operation decides on; they change nothing -----------------------
+
+/** `validate`: CloudStack's view of the volume, which must exist. */
+export async function validateVolume(saga: Saga, acts: Activities, ctx: WorkflowContext): Promise<Volume> {
+  const volume = await saga.step('validate', () => acts.control.csGetVolume(ctx.volumeId));
+  if (!volume)
+    throw permanentFailure(`volume ${ctx.volumeId} does not exist in CloudStack`, 'VolumeNotFound');
+  return volume;
+}
+
+/** `validate` of a delete: everything we and CloudStack know of the volume, any of it absent. */
+export function validateAny(saga: Saga, acts: Activities, ctx: WorkflowContext) {
+  const { control } = acts;
+  return saga.step('validate', async () => ({
+    mapping: await control.dbGetMapping(ctx.volumeId),
+    volume: await control.csGetVolume(ctx.volumeId),
+    exportRow: await control.dbGetExport(ctx.volumeId),
+  }));
+}
+
+/** `validate` of a repair: our row, which is what the repair converges to. */
+export function validateRow(saga: Saga, acts: Activities, ctx: WorkflowContext) {
+  return saga.step('validate', () => acts.control.dbGetMapping(ctx.volumeId));
+}
+
+/** `validate` of a create: the name the volume will have is free (else refuse, before anything). */
+export async function validateNameFree(
+  saga: Saga,
+  acts: Activities,
+  a: { sourceVmName?: string; diskIndex?: number; volumeName: string },
+): Promise<string> {
+  const name = await saga.step('validate', () => acts.control.dbCheckName(a));
+  saga.describe({ persistentName: name, ...(a.sourceVmName ? { vmName: a.sourceVmName } : {}) });
+  return name;
+}
+
+// --- naming ---------------------------------------------------------------------------------
+
+/**
+ * `assign-name`: the volume's persistent name, born from (VM, disk key) or its CloudStack name,
+ * or the one it has. [release it: the row this run created goes, an older one stays]
+ */
+export async function assignName(
+  saga: Saga,
+  acts: Activities,
+  ctx: WorkflowContext,
+  a: { volumeId: string; sourceVmName?: string; diskIndex?: number; volumeName: string; sizeBytes: number },
+): Promise<Named> {
+  const { mapping } = await saga.writeStep(
+    'assign-name',
+    (audit) =>
+      acts.control.dbAssignName({
+        volumeId: a.volumeId,
+        sourceVmName: a.sourceVmName,
+        diskIndex: a.diskIndex,
+        volumeName: a.volumeName,
+        applianceVmId: ctx.applianceVmId,
+        virtioSerial: diskSerialFor(a.volumeId),
+        sizeBytes: a.sizeBytes,
+        operationId: ctx.operationId,
+        audit,
+      }),
+    () => acts.control.dbReleaseName({ volumeId: a.volumeId, operationId: ctx.operationId }),
+  );
+  return requireName(mapping, a.volumeId);
+}
+
+/** `adopt-name`: a row from before persistent names gets its name, as an attach would give it. */
+export async function adoptName(saga: Saga, acts: Activities, ctx: WorkflowContext, row: MappingRecord) {
+  const { mapping } = await saga.writeStep('adopt-name', (audit) =>
+    acts.control.dbAssignName({
+      volumeId: row.volumeId,
+      sourceVmName: row.sourceVmName,
+      diskIndex: row.diskIndex,
+      applianceVmId: row.applianceVmId,
+      virtioSerial: row.virtioSerial,
+      sizeBytes: row.sizeBytes,
+      operationId: ctx.operationId,
+      audit,
+    }),
+  );
+  return mapping;
+}
+
+// --- CloudStack -----------------------------------------------------------------------------
+
+/**
+ * `cloudstack-create`: a new volume. [delete it: the id if the step returned, else whatever a
+ * lost reply created]
+ */
+export async function createInCloudStack(
+  saga: Saga,
+  acts: Activities,
+  spec: { name: string; sizeGb: number; diskOfferingId: string; zoneId: string },
+) {
+  const created: { id?: string } = {};
+  const volume = await saga.step(
+    'cloudstack-create',
+    () => acts.cloudstack.csCreate(spec),
+    async () => {
+      const id = created.id ?? (await acts.control.csFindCreated(spec))?.id;
+      if (id) await acts.cloudstack.csDelete({ volumeId: id });
+    },
+  );
+  created.id = volume.id;
+  await saga.volumeKnown(volume.id);
+  return volume;
+}
+
+/** `cloudstack-detach-target`: off the VM it was given to. [attach it to that VM again] */
+export async function detachFromTarget(
+  saga: Saga,
+  acts: Activities,
+  ctx: WorkflowContext,
+  fromVmId: string,
+): Promise<void> {
+  await saga.step(
+    'cloudstack-detach-target',
+    () => acts.cloudstack.csDetach({ volumeId: ctx.volumeId, fromVmId }),
+    () => acts.cloudstack.csAttach({ volumeId: ctx.volumeId, vmId: fromVmId }),
+  );
+}
+
+/**
+ * `cloudstack-attach-target`: onto the migrated VM; `asRoot` as its root disk (CloudStack
+ * deviceid 0), the way the engine fails a VM over. [detach it from that VM]
+ */
+export function attachToTarget(
+  saga: Saga,
+  acts: Activities,
+  ctx: WorkflowContext,
+  a: { targetVmId: string; asRoot?: boolean },
+) {
+  const deviceId = a.asRoot ? { deviceId: 0 } : {};
+  return saga.step(
+    'cloudstack-attach-target',
+    () => acts.cloudstack.csAttach({ volumeId: ctx.volumeId, vmId: a.targetVmId, ...deviceId }),
+    () => acts.cloudstack.csDetach({ volumeId: ctx.volumeId, fromVmId: a.targetVmId }),
+  );
+}
+
+/**
+ * `cloudstack-detach` of a delete: off whatever VM holds it. [attach it there again; on the
+ * appliance, wait for its device]
+ */
+export async function detachFromAny(
+  saga: Saga,
+  acts: Activities,
+  ctx: WorkflowContext,
+  volume: Volume & { attachedTo: string },
+): Promise<void> {
+  const { cloudstack, correlation } = acts;
+  const from = volume.attachedTo;
+  await saga.step(
+    'cloudstack-detach',
+    () => cloudstack.csDetach({ volumeId: ctx.volumeId, fromVmId: from }),
+    async () => {
+      await cloudstack.csAttach({ volumeId: ctx.volumeId, vmId: from });
+      if (from === ctx.applianceVmId) {
+        await correlation.hostCorrelate({
+          serial: diskSerialFor(ctx.volumeId),
+          expectedSizeBytes: volume.sizeBytes,
+          timeoutMs: ctx.correlationTimeoutMs,
+        });
+      }
+    },
+  );
+}
+
+/**
+ * `cloudstack-delete`, the pivot of a delete. The delete may be done although the step failed
+ * (the job finished, its reply was lost): CloudStack says. Gone → the pivot is passed, finish
+ * forward; undoing the steps before it would only fail against a volume that no longer exists.
+ * (patched: a delete that failed there under the previous release compensated.)
+ */
+export async function deleteInCloudStack(saga: Saga, acts: Activities, ctx: WorkflowContext): Promise<void> {
+  try {
+    await saga.step('cloudstack-delete', () => acts.cloudstack.csDelete({ volumeId: ctx.volumeId }));
+  } catch (err) {
+    if (
+      isCancellation(err) ||
+      !acts.has('delete-asks-cloudstack-after-failed-delete') ||
+      (await acts.control.csGetVolume(ctx.volumeId))
+    )
+      throw err;
+  }
+}
+
+// --- taking a volume apart (delete) ---------------------------------------------------------
+
+/**
+ * `remove-export`: the export and its row. [the export again, if it was configured, and the
+ * row as it was]
+ */
+export async function removeExport(
+  saga: Saga,
+  acts: Activities,
+  ctx: WorkflowContext,
+  name: string,
+  row: ExportRecord | null,
+): Promise<void> {
+  const { control, host } = acts;
+  const exportName = exportNameOf(name);
+  const aliases = [engineExportNameOf(ctx.volumeId)];
+  const configured = await host.hostExportConfigured(exportName);
+  await saga.writeStep(
+    'remove-export',
+    async (audit) => {
+      await host.hostExportRemove({ exportName, aliases });
+      await control.dbDeleteExport({ volumeId: ctx.volumeId, audit });
+    },
+    async () => {
+      if (configured) await host.hostExportEnsure({ exportName, targetPath: mapperPathOf(name), aliases });
+      if (row) await control.dbUpsertExport(row);
+    },
+  );
+}
+
+/**
+ * `remove-dm`: the dm device. [linear over whatever device carries the volume now (it may have
+ * been re-attached as another /dev/vdX), else the table as it was]
+ */
+export async function removeDevice(saga: Saga, acts: Activities, ctx: WorkflowContext, name: string) {
+  const { host } = acts;
+  const previous = await host.hostDmTable(name);
+  await saga.step(
+    'remove-dm',
+    () => host.hostDmRemove({ name }),
+    async () => {
+      if (!previous) return;
+      const dev =
+        previous.kind === 'linear' ? await host.hostFindBySerial(diskSerialFor(ctx.volumeId)) : null;
+      if (dev) await host.hostDmEnsureLinear({ name, devicePath: dev.devicePath });
+      else await host.hostDmEnsureTable({ name, table: previous });
+    },
+  );
+}
+
+/**
+ * `remove-rows`: the mapping and export rows (the audit trail stays). Past the pivot: it runs
+ * to its end whatever is cancelled. [none]
+ */
+export async function removeRows(saga: Saga, acts: Activities, ctx: WorkflowContext): Promise<void> {
+  await CancellationScope.nonCancellable(() =>
+    saga.writeStep('remove-rows', (audit) => acts.control.dbDeleteMapping({ volumeId: ctx.volumeId, audit })),
   );
 }

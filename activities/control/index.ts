@@ -324,7 +324,11 @@ export function createControlActivities({ cloudstack, db, engine }: ControlDeps)
         if (!naming) throw new mappings.NameUnknownError('(new)', a.volumeName);
         return await mappings.refuseTaken(db, naming);
       } catch (err) {
-        if (err instanceof Error && 'retryable' in err && err.retryable === false)
+        if (
+          err instanceof mappings.DiskAlreadyMappedError ||
+          err instanceof mappings.NameCollisionError ||
+          err instanceof mappings.NameUnknownError
+        )
           throw permanent(err.message, err.name);
         throw err;
       }

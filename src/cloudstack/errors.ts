@@ -1,3 +1,4 @@
+import type { FailureType } from '../domain/failures.js';
 /**
  * CloudStack failures, typed and classified. `retryable` drives the sagas' retry policies
  * (activities/failures.ts turns `retryable: false` into a non-retryable failure): parameter,
@@ -111,7 +112,7 @@ export class CloudStackNotFoundError extends Error {
   readonly retryable = false;
   constructor(readonly volumeId: string) {
     super(`volume ${volumeId} does not exist in CloudStack`);
-    this.name = 'VolumeNotFound';
+    this.name = 'VolumeNotFound' satisfies FailureType;
   }
 }
 

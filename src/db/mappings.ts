@@ -7,6 +7,7 @@ import {
   namingFromEngineVolumeName,
   persistentNameFor,
 } from '../domain/naming.js';
+import type { FailureType } from '../domain/failures.js';
 import type { RowFollower } from './follow.js';
 import { recordCompleted, type StepAudit } from './operations.js';
 
@@ -80,6 +81,8 @@ export class StaleMappingError extends Error {
 
 /** The (VM, disk) pair already belongs to another volume: a caller mistake, never retried. */
 export class DiskAlreadyMappedError extends Error {
+  /** Its failure type (src/domain/failures.ts). */
+  override name: FailureType;
   readonly retryable = false;
   constructor(sourceVmName: string, diskIndex: number, otherVolumeId: string) {
     super(
@@ -96,6 +99,8 @@ export class DiskAlreadyMappedError extends Error {
  * and no alternative is ever invented (it would depend on arrival order).
  */
 export class NameCollisionError extends Error {
+  /** Its failure type (src/domain/failures.ts). */
+  override name: FailureType;
   readonly retryable = false;
   constructor(
     name: string,
@@ -113,6 +118,8 @@ export class NameCollisionError extends Error {
 
 /** A re-attach that names the volume differently from its row: refused, naming both. */
 export class MappingMismatchError extends Error {
+  /** Its failure type (src/domain/failures.ts). */
+  override name: FailureType;
   readonly retryable = false;
   constructor(
     volumeId: string,
@@ -130,6 +137,8 @@ export class MappingMismatchError extends Error {
 
 /** Nothing says which VM disk a new volume is: refused rather than invent a name. */
 export class NameUnknownError extends Error {
+  /** Its failure type (src/domain/failures.ts). */
+  override name: FailureType;
   readonly retryable = false;
   constructor(volumeId: string, volumeName: string | undefined) {
     super(

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { applianceVmId, uuid, vmId, volumeId } from './ids.js';
 import { DISK_INDEX_MAX, DISK_KEY_FIRST, DISK_KEY_LAST, diskKeyNumber, normalizeVmName } from './naming.js';
 import type { VolumeLocation } from './mapping.js';
+import { OPERATOR_ACTIONS, type AuditStepName, type StepName } from './steps.js';
 
 /**
  * Inputs of the five volume operations, validated with zod wherever they cross a boundary
@@ -262,16 +263,16 @@ export interface OperationResult {
 export interface SagaProgress {
   operationId: string;
   type: OperationType;
-  currentStep: string | null;
-  stepsDone: string[];
-  compensationsRun: { step: string; status: 'completed' | 'failed' | 'skipped' }[];
-  needsAttention: null | { step: string; error: string };
+  currentStep: AuditStepName | null;
+  stepsDone: StepName[];
+  compensationsRun: { step: StepName; status: 'completed' | 'failed' | 'skipped' }[];
+  needsAttention: null | { step: StepName; error: string };
   state: 'running' | 'compensating' | 'waiting-for-operator' | 'completed' | 'failed';
 }
 
 /** An operator's answer to a compensation that could not complete, or a request to abort. */
 export const operatorActionSchema = z.object({
-  action: z.enum(['retry', 'skip', 'abort']),
+  action: z.enum(OPERATOR_ACTIONS),
   reason: z.string().min(1, 'a reason is required').max(500),
   operator: z.string().min(1).max(100).default('operator'),
 });

@@ -1,5 +1,6 @@
 import type { Pool, PoolConnection, RowDataPacket } from 'mysql2/promise';
 import type { ExportRecord } from '../db/exports.js';
+import type { FailureType } from '../domain/failures.js';
 import type { RowFollower } from '../db/follow.js';
 import { readVolumeRows, type MappingRecord } from '../db/mappings.js';
 import { engineExportNameOf } from '../domain/device-names.js';
@@ -34,7 +35,7 @@ export class EngineRowConflictError extends Error {
   readonly retryable = false;
   constructor(message: string) {
     super(message);
-    this.name = 'EngineRowConflict';
+    this.name = 'EngineRowConflict' satisfies FailureType;
   }
 }
 

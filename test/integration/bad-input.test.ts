@@ -9,6 +9,7 @@ import { execa } from 'execa';
 import type { FastifyInstance } from 'fastify';
 import type { RowDataPacket } from 'mysql2/promise';
 import { createControlActivities } from '../../activities/control/index.js';
+import { NON_RETRYABLE_TYPES } from '../../src/domain/failures.js';
 import { createHostActivities } from '../../activities/host/index.js';
 import { buildApi } from '../../src/api/server.js';
 import { InvalidRequestError, VolumeLifecycleClient } from '../../src/client/index.js';
@@ -686,8 +687,8 @@ test('CLI: positive control — a valid attach exits 0 and is the only workflow 
 /** Activity context for the functions that call Context.current(); failures are not logged. */
 const activityEnv = () => new MockActivityEnvironment(undefined, { logger: new DefaultLogger('ERROR') });
 
-/** Types the sagas never retry (workflows/proxies.ts NON_RETRYABLE). */
-const NON_RETRYABLE = ['InvalidInput', 'DiskAlreadyMapped', 'StaleMapping', 'VolumeNotFound'];
+/** Types the sagas never retry (src/domain/failures.ts). */
+const NON_RETRYABLE: readonly string[] = NON_RETRYABLE_TYPES;
 
 function activityProblem(label: string, err: unknown, field: string): string | undefined {
   if (!(err instanceof ApplicationFailure))

@@ -1,3 +1,4 @@
+import type { StepName } from '../../src/domain/steps.js';
 import assert from 'node:assert/strict';
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import type { Pool } from 'mysql2/promise';
@@ -54,7 +55,7 @@ export async function auditOf(s: Pick<StateView, 'db'>, volumeId: string, type: 
 }
 
 /** Poll the saga's progress query until it has reached `step`. */
-export async function waitForStep(h: { progress(): Promise<SagaProgress> }, step: string): Promise<void> {
+export async function waitForStep(h: { progress(): Promise<SagaProgress> }, step: StepName): Promise<void> {
   for (;;) {
     const p = await h.progress().catch(() => undefined);
     if (p?.currentStep === step || p?.stepsDone.includes(step)) return;
