@@ -9,6 +9,7 @@ import {
   type OperationHandle,
 } from '../client/index.js';
 import { loadConfig } from '../config/index.js';
+import { OPERATIONS } from '../domain/operation-table.js';
 import { getExport } from '../db/exports.js';
 import { importOldDatabase } from '../engine-contract/import-old.js';
 import { engineRowsFor } from '../engine-contract/engine-rows.js';
@@ -116,28 +117,95 @@ const op = (
     });
   });
 };
+/** A disk key as typed: digits are the number, anything else is passed on for the schema to judge. */
+const diskKeyArg = (k: unknown) => (k === undefined ? undefined : /^\d+$/.test(String(k)) ? Number(k) : k);
+
 op(
-  'attach',
-  'attach a volume to the appliance for replication',
+  OPERATIONS.attach.cli,
+  OPERATIONS.attach.summary,
   (_v, o) => ({
     sourceVmName: o.vmName,
-    diskKey:
-      o.diskKey === undefined ? undefined : /^\d+$/.test(String(o.diskKey)) ? Number(o.diskKey) : o.diskKey,
+    diskKey: diskKeyArg(o.diskKey),
   }),
   (c) =>
     c
       .requiredOption('--vm-name <name>', 'source VM name')
       .requiredOption('--disk-key <key>', 'VMware disk key, e.g. 2000'),
 );
-op('detach', 'take a volume off the appliance', () => ({}));
+op(OPERATIONS.detach.cli, OPERATIONS.detach.summary, () => ({}));
 op(
-  'failover',
-  'give a volume to the migrated VM',
-  (_v, o) => ({ targetVmId: o.target }),
-  (c) => c.requiredOption('--target <vmId>', 'migrated VM id'),
+  OPERATIONS.failover.cli,
+  OPERATIONS.failover.summary,
+  (_v, o) => ({ targetVmId: o.target, ...(o.asRoot ? { asRoot: true } : {}) }),
+  (c) =>
+    c
+      .requiredOption('--target <vmId>', 'migrated VM id')
+      .option('--as-root', "as the VM's root disk (CloudStack deviceid 0; the VM must be stopped)"),
 );
-op('failback', 'bring a volume back to the appliance', () => ({}));
-op('delete', 'delete a volume (CloudStack delete is the point of no return)', () => ({}));
+op(OPERATIONS.failback.cli, OPERATIONS.failback.summary, () => ({}));
+op(OPERATIONS.delete.cli, OPERATIONS.delete.summary, () => ({}));
+
+program
+  .command(OPERATIONS.create.cli)
+  .description(OPERATIONS.create.summary)
+  .requiredOption('--name <name>', 'CloudStack volume name')
+  .requiredOption('--size-bytes <n>', 'size in bytes (rounded up to whole GiB)')
+  .requiredOption('--disk-offering <uuid>', 'CloudStack disk offering id')
+  .requiredOption('--zone <uuid>', 'CloudStack zone id')
+  .option('--vm-name <name>', 'source VM name (with --disk-key: names the volume)')
+  .option('--disk-key <key>', 'VMware disk key, e.g. 2000')
+  .option('--appliance <vmId>', 'appliance VM id (default APPLIANCE_VM_ID)')
+  .option('--operation-id <uuid>', 'idempotency key')
+  .option('--wait', 'wait and show progress')
+  .action(async (o: Record<string, string | boolean | undefined>) => {
+    await withClient(async (client) => {
+      const size = String(o.sizeBytes);
+      const h = await client.create({
+        applianceVmId: appliance(o as { appliance?: string }),
+        ...(o.operationId !== undefined ? { operationId: o.operationId } : {}),
+        name: o.name,
+        // Not a number stays text, refused by the schema naming sizeBytes.
+        sizeBytes: /^\d+$/.test(size) ? Number(size) : size,
+        diskOfferingId: o.diskOffering,
+        zoneId: o.zone,
+        sourceVmName: o.vmName,
+        diskKey: diskKeyArg(o.diskKey),
+      });
+      await report(h, Boolean(o.wait));
+    });
+  });
+
+program
+  .command(`${OPERATIONS.vm.cli} <failover|failback> <migrated-vm>`)
+  .description(OPERATIONS.vm.summary)
+  .requiredOption('--volumes <ids>', 'the VM\'s volume ids, comma-separated')
+  .option('--root <volume>', 'the volume that goes on as the root disk (failover)')
+  .option('--appliance <vmId>', 'appliance VM id (default APPLIANCE_VM_ID)')
+  .option('--operation-id <uuid>', 'idempotency key')
+  .option('--wait', 'wait for every volume and print the results')
+  .action(async (type: string, target: string, o: Record<string, string | boolean | undefined>) => {
+    await withClient(async (client) => {
+      const ids = String(o.volumes)
+        .split(',')
+        .map((v) => v.trim())
+        .filter(Boolean);
+      const h = await client.vm({
+        applianceVmId: appliance(o as { appliance?: string }),
+        ...(o.operationId !== undefined ? { operationId: o.operationId } : {}),
+        type,
+        targetVmId: target,
+        volumes: ids.map((volumeId) => ({ volumeId, ...(o.root === volumeId ? { asRoot: true } : {}) })),
+      });
+      if (!o.wait)
+        return out({ operationId: h.operationId, workflowId: h.workflowId }, () =>
+          console.log(`vm ${type} started: operation ${h.operationId} (workflow ${h.workflowId})`),
+        );
+      const r = await h.result();
+      out(r, () => {
+        for (const [id, v] of Object.entries(r.volumes)) console.log(`${id}  ${v.type} ${v.status}`);
+      });
+    });
+  });
 
 for (const action of ['abort', 'retry', 'skip'] as const) {
   program

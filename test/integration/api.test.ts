@@ -300,7 +300,7 @@ test('reconcile now, health, metrics, OpenAPI, and routes that are gone', async 
     [],
     'only /api/v2 in the document',
   );
-  assert.equal(Object.keys(doc.paths).length, 21, Object.keys(doc.paths).join(' '));
+  assert.equal(Object.keys(doc.paths).length, 20, Object.keys(doc.paths).join(' '));
   const attach = doc.paths['/api/v2/volumes/{id}/attach'].post;
   assert.deepEqual(attach.requestBody.content['application/json'].schema.required, [
     'source_vm_name',
@@ -314,7 +314,94 @@ test('reconcile now, health, metrics, OpenAPI, and routes that are gone', async 
     doc.paths['/api/v2/operations/{id}'].get.responses['200'].content['application/json'].schema;
   assert.equal(opSchema.properties.steps.items.properties.startedAt.format, 'date-time');
 
-  const gone = await app.inject({ method: 'POST', url: `/api/v2/volumes/${randomUUID()}/attach-root` });
-  assert.equal(gone.statusCode, 410);
-  assert.match(gone.json().error.message, /root volumes/);
+  // The OS disk goes on as the migrated VM's root disk through failover (as_root), not a route
+  // of its own: v2 answers none of the old daemon's workaround routes.
+  const failover = doc.paths['/api/v2/volumes/{id}/failover'].post;
+  assert.ok(failover.requestBody.content['application/json'].schema.properties.as_root);
+  const old = await app.inject({ method: 'POST', url: `/api/v2/volumes/${randomUUID()}/attach-root` });
+  assert.equal(old.statusCode, 404);
+});
+
+/** The input the saga was started with (no worker polls this test's queue: it waits there). */
+async function startedInput(workflowId: string): Promise<Record<string, unknown>> {
+  started.push(workflowId);
+  const history = await temporal.client.workflow.getHandle(workflowId).fetchHistory();
+  const payload = history.events?.[0]?.workflowExecutionStartedEventAttributes?.input?.payloads?.[0];
+  return JSON.parse(Buffer.from(payload!.data!).toString()) as Record<string, unknown>;
+}
+
+test('/api/v2 starts every operation: create, failover as root, and a whole VM', async () => {
+  const create = await app.inject({
+    method: 'POST',
+    url: '/api/v2/volumes',
+    headers: auth,
+    payload: {
+      name: 'migration-apivm-apivm-disk-0',
+      size_bytes: 3 * 1024 ** 3 + 1,
+      disk_offering_id: randomUUID(),
+      zone_id: randomUUID(),
+      source_vm_name: 'apivm',
+      disk_key: 2001,
+    },
+  });
+  assert.equal(create.statusCode, 202, create.body);
+  assert.equal(create.json().type, 'create');
+  const c = await startedInput(`create:${create.json().id}`);
+  assert.equal(c.sizeGb, 4, 'bytes round up to whole GiB');
+  assert.equal(c.sourceVmName, 'apivm');
+  assert.equal(c.diskIndex, 1);
+  const bad = await app.inject({
+    method: 'POST',
+    url: '/api/v2/volumes',
+    headers: auth,
+    payload: { name: 'x', size_bytes: -1, disk_offering_id: randomUUID(), zone_id: randomUUID() },
+  });
+  assert.equal(bad.statusCode, 400);
+  assert.deepEqual(
+    bad.json().error.fields.map((f: { field: string }) => f.field),
+    ['sizeBytes'],
+  );
+
+  const vol = randomUUID();
+  const target = randomUUID();
+  const root = await app.inject({
+    method: 'POST',
+    url: `/api/v2/volumes/${vol}/failover`,
+    headers: auth,
+    payload: { vm_id: target, as_root: true },
+  });
+  assert.equal(root.statusCode, 202, root.body);
+  const f = await startedInput(`volume:${vol}`);
+  assert.equal(f.targetVmId, target);
+  assert.equal(f.asRoot, true);
+
+  const [os, data] = [randomUUID(), randomUUID()];
+  const vm = await app.inject({
+    method: 'POST',
+    url: `/api/v2/vms/${target}/operations`,
+    headers: auth,
+    payload: {
+      type: 'failover',
+      volumes: [{ volume_id: os, as_root: true }, { volume_id: data }],
+    },
+  });
+  assert.equal(vm.statusCode, 202, vm.body);
+  assert.deepEqual(vm.json().volumes, [os, data]);
+  const v = await startedInput(vm.json().workflow_id);
+  assert.equal(v.targetVmId, target);
+  assert.deepEqual(v.volumes, [{ volumeId: os, asRoot: true }, { volumeId: data }]);
+  const twoRoots = await app.inject({
+    method: 'POST',
+    url: `/api/v2/vms/${target}/operations`,
+    headers: auth,
+    payload: {
+      type: 'failover',
+      volumes: [
+        { volume_id: os, as_root: true },
+        { volume_id: data, as_root: true },
+      ],
+    },
+  });
+  assert.equal(twoRoots.statusCode, 400);
+  assert.match(twoRoots.json().error.message + JSON.stringify(twoRoots.json().error.fields), /root disk/);
 });

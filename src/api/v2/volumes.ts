@@ -4,10 +4,10 @@ import type { OperationHandle } from '../../client/index.js';
 import { getExport } from '../../db/exports.js';
 import { getMapping, listMappings, type MappingRecord } from '../../db/mappings.js';
 import { uuid } from '../../domain/ids.js';
+import { OPERATIONS } from '../../domain/operation-table.js';
 import { ApiError } from '../errors.js';
 import { auditRowOf, pendingOperation, toApiOperation } from './operation.js';
 import {
-  errorBody,
   exportRecord,
   mapping,
   operation,
@@ -51,12 +51,12 @@ export function registerVolumeRoutes({ api, deps, requireToken }: V2Scope): void
     (typeof req.headers['idempotency-key'] === 'string' ? req.headers['idempotency-key'] : undefined);
 
   api.post(
-    '/volumes/:id/attach',
+    OPERATIONS.attach.v2.path,
     {
       ...mutating,
       schema: {
         security: bearer,
-        summary: 'Attach a volume to the appliance (name it, map it, export it)',
+        summary: OPERATIONS.attach.summary,
         params: volumeParams,
         body: z.object({
           vm_id: uuid.optional(),
@@ -83,12 +83,12 @@ export function registerVolumeRoutes({ api, deps, requireToken }: V2Scope): void
       ),
   );
   api.post(
-    '/volumes/:id/detach',
+    OPERATIONS.detach.v2.path,
     {
       ...mutating,
       schema: {
         security: bearer,
-        summary: 'Detach a volume from the appliance (its export stays, answering errors)',
+        summary: OPERATIONS.detach.summary,
         params: volumeParams,
         body: z.object(operationIdBody).default({}),
         response: accepted202,
@@ -108,14 +108,19 @@ export function registerVolumeRoutes({ api, deps, requireToken }: V2Scope): void
       ),
   );
   api.post(
-    '/volumes/:id/failover',
+    OPERATIONS.failover.v2.path,
     {
       ...mutating,
       schema: {
         security: bearer,
-        summary: 'Give a volume to the migrated VM',
+        summary: OPERATIONS.failover.summary,
         params: volumeParams,
-        body: z.object({ vm_id: uuid, ...operationIdBody }),
+        body: z.object({
+          vm_id: uuid,
+          /** As the VM's root disk (CloudStack deviceid 0; the VM must be stopped): its OS disk. */
+          as_root: z.boolean().optional(),
+          ...operationIdBody,
+        }),
         response: accepted202,
       },
     },
@@ -130,16 +135,17 @@ export function registerVolumeRoutes({ api, deps, requireToken }: V2Scope): void
           volumeId: req.params.id,
           applianceVmId: deps.applianceVmId,
           targetVmId: req.body.vm_id,
+          ...(req.body.as_root ? { asRoot: true } : {}),
         }),
       ),
   );
   api.post(
-    '/volumes/:id/failback',
+    OPERATIONS.failback.v2.path,
     {
       ...mutating,
       schema: {
         security: bearer,
-        summary: 'Bring a volume back from the migrated VM (same export name)',
+        summary: OPERATIONS.failback.summary,
         params: volumeParams,
         body: z.object(operationIdBody).default({}),
         response: accepted202,
@@ -159,12 +165,12 @@ export function registerVolumeRoutes({ api, deps, requireToken }: V2Scope): void
       ),
   );
   api.delete(
-    '/volumes/:id',
+    OPERATIONS.delete.v2.path,
     {
       ...mutating,
       schema: {
         security: bearer,
-        summary: 'Delete a volume (CloudStack delete is the point of no return)',
+        summary: OPERATIONS.delete.summary,
         params: volumeParams,
         response: accepted202,
       },
@@ -183,22 +189,91 @@ export function registerVolumeRoutes({ api, deps, requireToken }: V2Scope): void
       ),
   );
 
-  // Routes the old daemon kept for its own workarounds: gone, with the reason.
-  for (const [path, why] of [
-    [
-      '/volumes/:id/attach-root',
-      'root volumes are never attached to the appliance; the sagas handle data volumes only',
-    ],
-    [
-      '/exports/cleanup-by-age',
-      'exports are reconciled against the database by the reconcile Schedule; nothing is removed by age',
-    ],
-    ['/test-failover/cleanup', 'failover is a saga with compensation; there is no test residue to clean'],
-  ] as const) {
-    api.post(path, { schema: { summary: `Gone: ${why}`, response: { 410: errorBody } } }, async () => {
-      throw new ApiError(410, 'gone', why);
-    });
-  }
+  api.post(
+    OPERATIONS.create.v2.path,
+    {
+      ...mutating,
+      schema: {
+        security: bearer,
+        summary: OPERATIONS.create.summary,
+        body: z.object({
+          name: z.string(),
+          size_bytes: z.number(),
+          disk_offering_id: uuid,
+          zone_id: uuid,
+          /** With disk_key: the VM and disk the persistent name is made of (else the volume name). */
+          source_vm_name: z.string().optional(),
+          disk_key: z.union([z.number(), z.string()]).optional(),
+          ...operationIdBody,
+        }),
+        response: accepted202,
+      },
+    },
+    (req, reply) =>
+      accepted(
+        reply,
+        'create',
+        deps.applianceVmId,
+        req.body,
+        deps.volumes.create({
+          operationId: idem(req, req.body),
+          applianceVmId: deps.applianceVmId,
+          name: req.body.name,
+          sizeBytes: req.body.size_bytes,
+          diskOfferingId: req.body.disk_offering_id,
+          zoneId: req.body.zone_id,
+          sourceVmName: req.body.source_vm_name,
+          diskKey: req.body.disk_key,
+        }),
+      ),
+  );
+  api.post(
+    OPERATIONS.vm.v2.path,
+    {
+      ...mutating,
+      schema: {
+        security: bearer,
+        summary: OPERATIONS.vm.summary,
+        params: volumeParams,
+        body: z.object({
+          type: z.enum(['failover', 'failback']),
+          volumes: z.array(z.object({ volume_id: uuid, as_root: z.boolean().optional() })),
+          ...operationIdBody,
+        }),
+        response: responses(
+          {
+            202: z.object({
+              id: z.string(),
+              type: z.enum(['failover', 'failback']),
+              vm_id: z.string(),
+              workflow_id: z.string(),
+              volumes: z.array(z.string()),
+            }),
+          },
+          [400, 401, 413, 415],
+        ),
+      },
+    },
+    async (req, reply) => {
+      const h = await deps.volumes.vm({
+        operationId: idem(req, req.body),
+        applianceVmId: deps.applianceVmId,
+        type: req.body.type,
+        targetVmId: req.params.id,
+        volumes: req.body.volumes.map((v) => ({
+          volumeId: v.volume_id,
+          ...(v.as_root !== undefined ? { asRoot: v.as_root } : {}),
+        })),
+      });
+      return reply.status(202).send({
+        id: h.operationId,
+        type: req.body.type,
+        vm_id: req.params.id,
+        workflow_id: h.workflowId,
+        volumes: req.body.volumes.map((v) => v.volume_id),
+      });
+    },
+  );
 
   const mappingJson = (m: MappingRecord) => ({
     volume_id: m.volumeId,
