@@ -4,8 +4,10 @@ import {
   patched,
   proxyActivities,
   proxyLocalActivities,
+  type ActivityInterfaceFor,
 } from '@temporalio/workflow';
 import type { ControlActivities } from '../activities/control/index.js';
+import { namesOfKind, type ControlActivitiesOfKind, type ControlKind } from '../activities/control/kinds.js';
 import type { HostActivities } from '../activities/host/index.js';
 import type { WorkflowContext } from '../src/domain/operations.js';
 import { hostQueue } from '../src/temporal/task-queues.js';
@@ -74,23 +76,30 @@ export function activitiesFor(ctx: WorkflowContext) {
   // activity events in the history. Each is safe to run twice (a local activity re-runs when
   // the worker dies before its workflow task completes). CloudStack mutations stay remote: their
   // async jobs outlive a workflow task and resume from heartbeat details. Runs started before
-  // this change keep every control step remote.
-  const control: ControlSteps = has('control-reads-and-db-writes-local')
+  // this change keep every control step remote. Which step is which: its kind, `local` or
+  // `remote` (activities/control/kinds.ts).
+  const control = has('control-reads-and-db-writes-local')
     ? finishBeforeCancel(
         has,
-        proxyLocalActivities<ControlActivities>({
-          cancellationType,
-          startToCloseTimeout: '30 seconds',
-          retry: CONTROL_RETRY,
-        }),
+        ofKind(
+          'local',
+          proxyLocalActivities<ControlActivities>({
+            cancellationType,
+            startToCloseTimeout: '30 seconds',
+            retry: CONTROL_RETRY,
+          }),
+        ),
       )
-    : remoteControl;
-  const cloudstack: CloudStackMutations = remoteControl;
-  // The audit trail is written from the control worker itself: short, local, retried.
-  const audit = proxyLocalActivities<ControlActivities>({
-    startToCloseTimeout: '10 seconds',
-    retry: { initialInterval: '200 ms', maximumInterval: '5 seconds', maximumAttempts: 20 },
-  });
+    : ofKind('local', remoteControl);
+  const cloudstack = ofKind('remote', remoteControl);
+  // The audit trail (kind `audit`) is written from the control worker itself: short, local, retried.
+  const audit = ofKind(
+    'audit',
+    proxyLocalActivities<ControlActivities>({
+      startToCloseTimeout: '10 seconds',
+      retry: { initialInterval: '200 ms', maximumInterval: '5 seconds', maximumAttempts: 20 },
+    }),
+  );
   return { cloudstack, control, host, correlation, audit, has };
 }
 
@@ -141,9 +150,18 @@ function finishBeforeCancel<T extends object>(has: (change: Change) => boolean, 
   });
 }
 
-/** The control activities that change CloudStack: always remote activities. */
-type CloudStackMutations = Pick<ControlActivities, 'csAttach' | 'csCreate' | 'csDetach' | 'csDelete'>;
-/** Every other control activity: our database, and CloudStack reads. */
-type ControlSteps = Omit<ControlActivities, keyof CloudStackMutations>;
+/**
+ * The stubs of the control activities of one kind, and only those: a workflow reaches an
+ * activity only through the proxy its kind says. Taking a stub from a proxy schedules nothing
+ * (calling it does), so this changes no command a workflow emits.
+ */
+function ofKind<K extends ControlKind>(
+  kind: K,
+  stubs: ActivityInterfaceFor<ControlActivities>,
+): ControlActivitiesOfKind<K> {
+  return Object.fromEntries(
+    namesOfKind(kind).map((name) => [name, stubs[name]]),
+  ) as ControlActivitiesOfKind<K>;
+}
 
 export type Activities = ReturnType<typeof activitiesFor>;

@@ -14,12 +14,13 @@ import { exportSpecSchema } from '../../src/nbd/validation.js';
 import { packInventory, type PackedInventory } from '../../src/reconcile/inventory-codec.js';
 import { persistentNameSchema, exportNameSchema } from '../../src/domain/naming.js';
 import { heartbeatWith } from '../heartbeat.js';
+import { activity, positional, typed } from '../define.js';
 import { withClassification } from '../failures.js';
 import { HostLock } from './lock.js';
 
 /**
- * Inputs are checked on entry, as argument objects, so a refusal (a ZodError, which
- * activities/failures.ts turns into a non-retryable InvalidInput) names the field — `name`,
+ * The fields the activities' schemas are made of; each activity's own schema comes with it, below.
+ * Inputs are checked on entry (activities/define.ts), so a refusal names the field — `name`,
  * `devicePath`, `table.device` — and nothing has run yet: no dmsetup, no stat, no file access.
  * The schemas transform nothing: each activity goes on with exactly the values it was given.
  */
@@ -29,33 +30,10 @@ const exportName = exportNameSchema;
 const serial = z.string().regex(/^[A-Za-z0-9._:+-]{1,64}$/, 'must be 1 to 64 letters, digits or . _ : + -');
 const timeoutMs = z.number().int('must be an integer').min(0, 'must be at least 0');
 const sectors = z.number('must be a number').int('must be an integer').positive('must be positive');
-
-const nameArg = z.object({ name });
 /** More names for the same export (the engine's `migration-vol-<volume id>`): served alike. */
 const aliases = z.array(exportName).max(4, 'must be at most 4 names').optional();
-const exportNameArg = z.object({ exportName });
-const schemas = {
-  correlate: z.object({
-    serial,
-    expectedSizeBytes: z.number().int('must be an integer').min(0, 'must be at least 0').optional(),
-    devicesBefore: z.array(z.string()).optional(),
-    timeoutMs,
-  }),
-  serial: z.object({ serial }),
-  waitGone: z.object({ serial, timeoutMs }),
-  name: nameArg,
-  linear: z.object({ name, devicePath: devicePathSchema }),
-  error: z.object({ name, sectors }),
-  table: z.object({ name, table: dmTableSchema }),
-  exportName: exportNameArg,
-  exportEnsure: exportSpecSchema.extend({ aliases }),
-  exportRemove: z.object({ exportName, onlyIfTarget: targetPathSchema.optional(), aliases }),
-  volumeState: z.object({ name, exportName }),
-};
-/** Parse, throwing the ZodError (named fields) on bad input; returns nothing on purpose. */
-function check(schema: z.ZodType, value: unknown): void {
-  schema.parse(value);
-}
+/** A dm device name and the device it maps. */
+const linear = z.object({ name, devicePath: devicePathSchema });
 
 export interface HostDeps {
   correlator: DeviceCorrelator;
@@ -68,7 +46,11 @@ export interface HostDeps {
   nbdServer?: { ensureRunning(): Promise<unknown> };
 }
 
-/** Activities that must run on the appliance itself. They never touch the database. */
+/**
+ * Activities that must run on the appliance itself. They never touch the database. Each is
+ * declared once: its schema, the type of its argument (derived from the schema), its function.
+ * All are of kind `host` (activities/control/kinds.ts): they run on their appliance's queue.
+ */
 export function createHostActivities({ correlator, dm, exports, nbdServer }: HostDeps) {
   const lock = new HostLock();
   // One export's file or link, not the whole directory: an appliance holds hundreds.
@@ -79,60 +61,56 @@ export function createHostActivities({ correlator, dm, exports, nbdServer }: Hos
       return correlator.listDevices();
     },
     /** Wait for the device carrying `serial`; heartbeats while waiting (heartbeatTimeout applies). */
-    async hostCorrelate(a: {
-      serial: string;
-      expectedSizeBytes?: number;
-      devicesBefore?: string[];
-      timeoutMs: number;
-    }): Promise<ResolvedDevice> {
-      check(schemas.correlate, a);
-      const ctx = Context.current();
-      heartbeatWith(ctx, { waitingFor: a.serial });
-      return correlator.waitForDevice({
-        ...a,
-        onWaiting: (elapsedMs, seen) => heartbeatWith(ctx, { waitingFor: a.serial, elapsedMs, seen }),
-        signal: ctx.cancellationSignal,
-      });
-    },
-    async hostFindBySerial(serial: string): Promise<ResolvedDevice | null> {
-      check(schemas.serial, { serial });
-      return (await correlator.findBySerial(serial)) ?? null;
-    },
-    async hostWaitGone(a: { serial: string; timeoutMs: number }): Promise<void> {
-      check(schemas.waitGone, a);
+    hostCorrelate: activity(
+      z.object({
+        serial,
+        expectedSizeBytes: z.number().int('must be an integer').min(0, 'must be at least 0').optional(),
+        devicesBefore: z.array(z.string()).optional(),
+        timeoutMs,
+      }),
+      async (a): Promise<ResolvedDevice> => {
+        const ctx = Context.current();
+        heartbeatWith(ctx, { waitingFor: a.serial });
+        return correlator.waitForDevice({
+          ...a,
+          onWaiting: (elapsedMs, seen) => heartbeatWith(ctx, { waitingFor: a.serial, elapsedMs, seen }),
+          signal: ctx.cancellationSignal,
+        });
+      },
+    ),
+    hostFindBySerial: positional(
+      'serial',
+      serial,
+      async (serial): Promise<ResolvedDevice | null> => (await correlator.findBySerial(serial)) ?? null,
+    ),
+    hostWaitGone: activity(z.object({ serial, timeoutMs }), async (a): Promise<void> => {
       const ctx = Context.current();
       ctx.heartbeat();
       await correlator.waitForGone(a.serial, a.timeoutMs, ctx.cancellationSignal);
-    },
-    async hostDmTable(n: string): Promise<DmTable | null> {
-      check(schemas.name, { name: n });
-      return (await dm.info(n))?.table ?? null;
-    },
-    async hostDmEnsureLinear(a: { name: string; devicePath: string }) {
-      check(schemas.linear, a);
-      return lock.run(() => dm.ensureLinear(a.name, a.devicePath));
-    },
-    async hostDmEnsureError(a: { name: string; sectors: number }) {
-      check(schemas.error, a);
-      return lock.run(() => dm.ensureError(a.name, a.sectors));
-    },
-    async hostDmEnsureTable(a: { name: string; table: DmTable }) {
-      check(schemas.table, a);
-      return lock.run(() => dm.ensureTable(a.name, a.table));
-    },
-    async hostDmRemove(a: { name: string }) {
-      check(schemas.name, a);
-      return lock.run(() => dm.remove(a.name));
-    },
+    }),
+    hostDmTable: positional(
+      'name',
+      name,
+      async (n): Promise<DmTable | null> => (await dm.info(n))?.table ?? null,
+    ),
+    hostDmEnsureLinear: activity(linear, async (a) => lock.run(() => dm.ensureLinear(a.name, a.devicePath))),
+    hostDmEnsureError: activity(z.object({ name, sectors }), async (a) =>
+      lock.run(() => dm.ensureError(a.name, a.sectors)),
+    ),
+    hostDmEnsureTable: activity(
+      // dmTableSchema is declared as a schema of DmTable output; the argument is a DmTable.
+      z.object({ name, table: typed<DmTable>()(dmTableSchema) }),
+      async (a) => lock.run(() => dm.ensureTable(a.name, a.table)),
+    ),
+    hostDmRemove: activity(z.object({ name }), async (a) => lock.run(() => dm.remove(a.name))),
     /**
      * Conflicts before mapping `devicePath` as `name`: other dm devices whose table points at the
      * same device (left by a volume that used this /dev/vdX before). They are stale by
      * definition — the kernel now gives that device to our volume — so they are pointed at an
      * error target (never removed while open; reconciliation removes them once idle).
      */
-    async hostResolveConflicts(a: { name: string; devicePath: string }): Promise<string[]> {
-      check(schemas.linear, a);
-      return lock.run(async () => {
+    hostResolveConflicts: activity(linear, async (a): Promise<string[]> =>
+      lock.run(async () => {
         const resolved: string[] = [];
         const mine = await dm.deviceNumber(a.devicePath);
         for (const other of await dm.list()) {
@@ -146,11 +124,10 @@ export function createHostActivities({ correlator, dm, exports, nbdServer }: Hos
           }
         }
         return resolved;
-      });
-    },
+      }),
+    ),
     /** The export, and each alias, serving `targetPath`; the answer is the export's own. */
-    async hostExportEnsure(a: { exportName: string; targetPath: string; aliases?: string[] }) {
-      check(schemas.exportEnsure, a);
+    hostExportEnsure: activity(exportSpecSchema.extend({ aliases }), async (a) => {
       const r = await lock.run(async () => {
         const done = await exports.ensure({ exportName: a.exportName, targetPath: a.targetPath });
         for (const alias of a.aliases ?? [])
@@ -159,39 +136,39 @@ export function createHostActivities({ correlator, dm, exports, nbdServer }: Hos
         return done;
       });
       return { ...r, backend: exports.kind, uri: exports.uriFor(a.exportName) };
-    },
+    }),
     /**
      * Remove an export. With `onlyIfTarget` (compensations), only an export of ours serving that
      * path is removed: whatever else sits under the name was not made by this run. Each alias is
      * removed by the same rule; the answer is the export's own.
      */
-    async hostExportRemove(a: { exportName: string; onlyIfTarget?: string; aliases?: string[] }) {
-      check(schemas.exportRemove, a);
-      const removeOne = async (exportName: string) => {
-        if (a.onlyIfTarget !== undefined) {
-          if ((await exports.configured(exportName))?.targetPath !== a.onlyIfTarget)
-            return { removed: false };
-        }
-        return exports.remove(exportName);
-      };
-      return lock.run(async () => {
-        for (const alias of a.aliases ?? []) await removeOne(alias);
-        return removeOne(a.exportName);
-      });
-    },
-    async hostExportConfigured(exportName: string): Promise<boolean> {
-      check(schemas.exportName, { exportName });
-      return exportConfigured(exportName);
-    },
+    hostExportRemove: activity(
+      z.object({ exportName, onlyIfTarget: targetPathSchema.optional(), aliases }),
+      async (a) => {
+        const removeOne = async (exportName: string) => {
+          if (a.onlyIfTarget !== undefined) {
+            if ((await exports.configured(exportName))?.targetPath !== a.onlyIfTarget)
+              return { removed: false };
+          }
+          return exports.remove(exportName);
+        };
+        return lock.run(async () => {
+          for (const alias of a.aliases ?? []) await removeOne(alias);
+          return removeOne(a.exportName);
+        });
+      },
+    ),
+    hostExportConfigured: positional('exportName', exportName, async (exportName): Promise<boolean> =>
+      exportConfigured(exportName),
+    ),
     /** A volume's appliance side before a saga changes it: its dm table and whether it is exported. */
-    async hostVolumeState(a: {
-      name: string;
-      exportName: string;
-    }): Promise<{ dmTable: DmTable | null; exportConfigured: boolean }> {
-      check(schemas.volumeState, a);
-      const [info, configured] = await Promise.all([dm.info(a.name), exportConfigured(a.exportName)]);
-      return { dmTable: info?.table ?? null, exportConfigured: configured };
-    },
+    hostVolumeState: activity(
+      z.object({ name, exportName }),
+      async (a): Promise<{ dmTable: DmTable | null; exportConfigured: boolean }> => {
+        const [info, configured] = await Promise.all([dm.info(a.name), exportConfigured(a.exportName)]);
+        return { dmTable: info?.table ?? null, exportConfigured: configured };
+      },
+    ),
 
     // --- reconciliation --------------------------------------------------------------------
     /** Actual state of this appliance, compact (it travels through workflow history). */
@@ -224,16 +201,15 @@ export function createHostActivities({ correlator, dm, exports, nbdServer }: Hos
       return packInventory({ dm: dmEntries, devices, exportsConfigured, exportsServed });
     },
     /** Remove an orphan dm device, but only if it is (still) not open: never pull a device from a client. */
-    async hostRemoveIdleDm(a: { name: string }): Promise<'removed' | 'open' | 'gone'> {
-      check(schemas.name, a);
-      return lock.run(async () => {
+    hostRemoveIdleDm: activity(z.object({ name }), async (a): Promise<'removed' | 'open' | 'gone'> =>
+      lock.run(async () => {
         const info = await dm.info(a.name);
         if (!info) return 'gone';
         if (info.openCount > 0) return 'open';
         await dm.remove(a.name);
         return 'removed';
-      });
-    },
+      }),
+    ),
   });
 }
 

@@ -178,7 +178,7 @@ program
 program
   .command(`${OPERATIONS.vm.cli} <failover|failback> <migrated-vm>`)
   .description(OPERATIONS.vm.summary)
-  .requiredOption('--volumes <ids>', 'the VM\'s volume ids, comma-separated')
+  .requiredOption('--volumes <ids>', "the VM's volume ids, comma-separated")
   .option('--root <volume>', 'the volume that goes on as the root disk (failover)')
   .option('--appliance <vmId>', 'appliance VM id (default APPLIANCE_VM_ID)')
   .option('--operation-id <uuid>', 'idempotency key')

@@ -322,7 +322,11 @@ test("a step's database write records the step in its own transaction: with the 
     patch: { location: 'appliance', devicePath: '/dev/vdb', dmState: 'linear' } as const,
   };
   await assert.rejects(
-    acts.dbUpdateMapping({ ...update, expectedVersion: update.expectedVersion + 5, audit: audit(4, 'x') }),
+    acts.dbUpdateMapping({
+      ...update,
+      expectedVersion: update.expectedVersion + 5,
+      audit: audit(4, 'record-mapping'),
+    }),
     (e: ApplicationFailure) => e.type === 'StaleMapping',
   );
   assert.deepEqual(await rows(), ['2:assign-name:completed'], 'no row for a write that did not happen');

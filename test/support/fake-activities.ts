@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import type { ControlActivities, VolumeFacts } from '../../activities/control/index.js';
+import { namesOfKind } from '../../activities/control/kinds.js';
 import type { HostActivities } from '../../activities/host/index.js';
 import { diskSerialFor } from '../../src/cloudstack/serial.js';
 import type { ExportRecord } from '../../src/db/exports.js';
@@ -17,7 +18,8 @@ import type { OperationStart, StepAudit, StepRecord } from '../../src/db/operati
 import type { DmTable, ResolvedDevice } from '../../src/device/types.js';
 import { mapperPathFor, namingFromEngineVolumeName, persistentNameFor } from '../../src/domain/naming.js';
 import type { OperationStatus } from '../../src/domain/operations.js';
-import { computeDrift, type DesiredVolume } from '../../src/reconcile/drift.js';
+import { attachmentsOf, desiredVolumesOf } from '../../src/reconcile/desired.js';
+import { computeDrift } from '../../src/reconcile/drift.js';
 import { packInventory, unpackInventory } from '../../src/reconcile/inventory-codec.js';
 
 /**
@@ -41,12 +43,8 @@ import { packInventory, unpackInventory } from '../../src/reconcile/inventory-co
 export type ControlName = keyof ControlActivities;
 export type HostName = keyof HostActivities;
 export type ActivityName = ControlName | HostName;
-/** The audit trail's writes: local activities around every step, not steps themselves. */
-const AUDIT_ACTIVITIES: ReadonlySet<ActivityName> = new Set<ActivityName>([
-  'auditOperationStart',
-  'auditOperationStatus',
-  'auditStep',
-]);
+/** The audit trail's writes (kind `audit`): local activities around every step, not steps themselves. */
+const AUDIT_ACTIVITIES: ReadonlySet<ActivityName> = new Set<ActivityName>(namesOfKind('audit'));
 export const isAuditActivity = (a: ActivityName) => AUDIT_ACTIVITIES.has(a);
 /** The audit row a step's database write carries, recorded completed with it (workflows/saga.ts). */
 export const carriedAudit = (c: { args: unknown[] }): StepAudit | undefined =>
@@ -678,23 +676,17 @@ export class FakeWorld {
 
   reconCompare(a: Parameters<ControlActivities['reconCompare']>[0]) {
     const rows = [...this.rows.values()].filter((r) => r.applianceVmId === a.applianceVmId);
-    const desired: DesiredVolume[] = rows.map((r) => ({
-      volumeId: r.volumeId,
-      persistentName: r.persistentName,
-      location: r.location,
-      targetVmId: r.targetVmId,
-      devicePath: r.devicePath,
-      dmState: r.dmState,
-      sizeBytes: r.sizeBytes,
-      serial: r.virtioSerial,
-      exportName: this.exportRows.get(r.volumeId)?.exportName ?? null,
+    // CloudStack lists every volume it has, as listVolumes() does for the real activity.
+    const listed = [...this.volumes.values()].map((v) => ({
+      id: v.id,
+      virtualmachineid: v.attachedTo ?? undefined,
     }));
-    const attachments: Record<string, string | null> = {};
-    for (const r of rows) {
-      const v = this.volumes.get(r.volumeId);
-      if (v) attachments[v.id] = v.attachedTo;
-    }
-    return computeDrift(desired, unpackInventory(a.inventory), { attachments }, a);
+    return computeDrift(
+      desiredVolumesOf(rows, this.exportRows),
+      unpackInventory(a.inventory),
+      { attachments: attachmentsOf(rows, listed) },
+      a,
+    );
   }
   nextReconRun(): number {
     return ++this.reconRuns;
