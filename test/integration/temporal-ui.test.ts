@@ -91,7 +91,20 @@ test('the Temporal UI lists a volume operation by its VolumeId search attribute'
   await page.getByText(`volume:${other}`).first().waitFor({ timeout: 60_000 });
   assert.equal(await page.getByText(`volume:${ours}`).count(), 0, 'a different VolumeId does not list ours');
 
-  // The operator README's combined query works as well.
+  // An operator who knows only the VM finds its operations (VmName is set at start), and the
+  // workflow's page leads with its summary: the persistent name and the VM and disk it came from,
+  // not only `volume:<uuid>`. (The list's own columns are the UI's: it shows no summary there.)
+  await list(`VmName="uitestvm"`);
+  await page.getByText(`volume:${ours}`).first().waitFor({ timeout: 60_000 });
+  assert.equal(await page.getByText(`volume:${other}`).count(), 0, 'only the queried VM is listed');
+  const op = started[0]!;
+  await page.goto(
+    `${UI_URL}/namespaces/default/workflows/${encodeURIComponent(op.workflowId)}/${op.runId}/history`,
+  );
+  await page.getByText('attach uitestvmdisk0 (VM "uitestvm" disk-2000)').first().waitFor({ timeout: 60_000 });
+  await page.screenshot({ path: join(ARTIFACTS, 'temporal-ui-operation-summary.png'), fullPage: true });
+
+  // The operator's combined query (docs/operator.md) works as well.
   await list(`OperationType="attach" AND SagaStep="queued" AND ApplianceVmId="${applianceVmId}"`);
   await page.getByText(`volume:${ours}`).first().waitFor({ timeout: 60_000 });
   await page.getByText(`volume:${other}`).first().waitFor({ timeout: 60_000 });
