@@ -12,6 +12,7 @@ import type { ControlActivities } from '../activities/control/index.js';
 import type { HostActivities } from '../activities/host/index.js';
 import type { FindingOutcome } from '../src/db/reconcile.js';
 import { volumesToRepair, type Finding } from '../src/reconcile/drift.js';
+import { EXPORT_PREFIX } from '../src/domain/device-names.js';
 import { SA } from '../src/temporal/search-attributes.js';
 import { hostQueue, volumeWorkflowId } from '../src/temporal/task-queues.js';
 import { repairVolume } from './repair.js';
@@ -111,7 +112,12 @@ async function repairOrphans(
 ): Promise<void> {
   for (const o of outcomes) {
     if (o.decision !== 'repair' || o.volumeId) continue;
-    const name = o.kind === 'export-orphan' ? o.subject.replace(/^migration-vol-/, '') : o.subject;
+    const name =
+      o.kind === 'export-orphan'
+        ? o.subject.startsWith(EXPORT_PREFIX)
+          ? o.subject.slice(EXPORT_PREFIX.length)
+          : o.subject
+        : o.subject;
     try {
       // Re-check right before acting: a saga may have claimed the name since the comparison.
       if (await control.dbNameInUse(name)) {

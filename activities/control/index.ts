@@ -15,6 +15,7 @@ import { isAuditStepName } from '../../src/domain/steps.js';
 import { exportNameSchema, namingFromEngineVolumeName } from '../../src/domain/naming.js';
 import {
   diskIndex,
+  GIB,
   normalizedVmName,
   OPERATION_STATUSES,
   OPERATION_TYPES,
@@ -26,7 +27,7 @@ import { unpackInventory, type PackedInventory } from '../../src/reconcile/inven
 import { activity, positional, typed, unchecked } from '../define.js';
 import { heartbeatWith } from '../heartbeat.js';
 import { permanent, withClassification } from '../failures.js';
-import { DM_STATES, VOLUME_LOCATIONS } from '../../src/domain/mapping.js';
+import { DM_STATES, EXPORT_BACKENDS, VOLUME_LOCATIONS } from '../../src/domain/mapping.js';
 
 export interface ControlDeps {
   cloudstack: CloudStackApi;
@@ -107,7 +108,7 @@ const virtioSerial = z
   .regex(/^[A-Za-z0-9._:+-]{1,64}$/, 'must be 1 to 64 letters, digits or . _ : + -');
 const location = z.enum(VOLUME_LOCATIONS);
 const dmState = z.enum(DM_STATES);
-const backend = z.enum(['nbdkit-dir', 'nbd-server']);
+const backend = z.enum(EXPORT_BACKENDS);
 const seq = z.number().int('must be an integer').min(0, 'must be at least 0');
 
 /** A step the audit trail may hold: one of src/domain/steps.ts, or its undo, or an operator's answer. */
@@ -150,8 +151,7 @@ async function findCreated(
     throw err;
   }
   const same = listed.filter(
-    (v) =>
-      v.name === a.name && v.type === 'DATADISK' && !v.virtualmachineid && v.size === a.sizeGb * 1024 ** 3,
+    (v) => v.name === a.name && v.type === 'DATADISK' && !v.virtualmachineid && v.size === a.sizeGb * GIB,
   );
   return same.length === 1 ? same[0] : undefined;
 }

@@ -13,6 +13,7 @@ import { targetPathSchema } from '../../src/domain/paths.js';
 import { exportSpecSchema } from '../../src/nbd/validation.js';
 import { packInventory, type PackedInventory } from '../../src/reconcile/inventory-codec.js';
 import { persistentNameSchema, exportNameSchema } from '../../src/domain/naming.js';
+import { DM_UUID_PREFIX } from '../../src/domain/device-names.js';
 import { heartbeatWith } from '../heartbeat.js';
 import { activity, positional, typed } from '../define.js';
 import { withClassification } from '../failures.js';
@@ -117,7 +118,7 @@ export function createHostActivities({ correlator, dm, exports, nbdServer }: Hos
           if (other === a.name) continue;
           const info = await dm.info(other);
           // Only devices we created (dm UUID VOLLIFE-…) are ever changed here.
-          if (!info || !info.uuid.startsWith('VOLLIFE-') || info.table.kind !== 'linear') continue;
+          if (!info || !info.uuid.startsWith(DM_UUID_PREFIX) || info.table.kind !== 'linear') continue;
           if (info.table.device === a.devicePath || info.table.device === mine) {
             await dm.ensureError(other, info.table.sectors);
             resolved.push(other);

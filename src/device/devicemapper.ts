@@ -25,8 +25,9 @@ import {
   type DmTable,
 } from './types.js';
 
-/** dm UUID prefix of the devices we create: ownership is explicit, never guessed from names. */
-export const DM_UUID_PREFIX = 'VOLLIFE-';
+import { DM_UUID_PREFIX } from '../domain/device-names.js';
+
+export { DM_UUID_PREFIX };
 
 const INFO_FIELDS = 'name,open,attr,major,minor,uuid';
 

@@ -4,6 +4,9 @@
  */
 export const EXPORT_PREFIX = 'migration-vol-';
 
+/** dm UUID prefix of the devices we create: ownership is explicit, never guessed from names. */
+export const DM_UUID_PREFIX = 'VOLLIFE-';
+
 export const exportNameOf = (persistentName: string): string => EXPORT_PREFIX + persistentName;
 
 export const mapperPathOf = (persistentName: string): string => `/dev/mapper/${persistentName}`;

@@ -2,9 +2,12 @@ import { z } from 'zod';
 
 // CloudStack identifies every object we touch by UUID. Anything else is refused at the boundary,
 // before it can reach a file path, a dmsetup argument or a config file.
+/** A UUID in any case (CloudStack's ids); `uuid` below lower-cases it. */
+export const UUID_PATTERN = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+
 export const uuid = z
   .string()
-  .regex(/^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/, 'must be a UUID')
+  .regex(UUID_PATTERN, 'must be a UUID')
   .transform((s) => s.toLowerCase());
 
 export const volumeId = uuid;

@@ -21,7 +21,10 @@ export type PersistentName = z.output<typeof persistentNameSchema>;
 
 export const exportNameSchema = z
   .string()
-  .regex(/^migration-vol-[a-z0-9][a-z0-9-]*$/, 'must be "migration-vol-" followed by a persistent name')
+  .regex(
+    new RegExp(`^${EXPORT_PREFIX}[a-z0-9][a-z0-9-]*$`),
+    `must be "${EXPORT_PREFIX}" followed by a persistent name`,
+  )
   .max(EXPORT_PREFIX.length + PERSISTENT_NAME_MAX);
 
 export function exportNameFor(name: PersistentName): string {

@@ -1,5 +1,11 @@
 import type { DmTable } from '../device/types.js';
-import { EXPORT_PREFIX, engineExportNameOf, exportNameOf, mapperPathOf } from '../domain/device-names.js';
+import {
+  DM_UUID_PREFIX,
+  EXPORT_PREFIX,
+  engineExportNameOf,
+  exportNameOf,
+  mapperPathOf,
+} from '../domain/device-names.js';
 import type { DmState, ExportBackendKind, VolumeLocation } from '../domain/mapping.js';
 
 /**
@@ -307,7 +313,7 @@ function pointsAt(tableDevice: string, dev: PresentDevice): boolean {
  * multipath, an operator) must never be touched.
  */
 export function isOurs(d: Pick<DmEntry, 'uuid'>): boolean {
-  return d.uuid.startsWith('VOLLIFE-');
+  return d.uuid.startsWith(DM_UUID_PREFIX);
 }
 
 /** Volume ids that need a repair workflow (one per volume, under the volume's workflow id). */

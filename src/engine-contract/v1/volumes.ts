@@ -3,7 +3,7 @@ import { z } from 'zod';
 import type { OperationHandle } from '../../client/index.js';
 import { getMapping, listMappings, type MappingRecord } from '../../db/mappings.js';
 import { listOperations } from '../../db/operations.js';
-import { uuid } from '../../domain/ids.js';
+import { UUID_PATTERN, uuid } from '../../domain/ids.js';
 import type { OperationType } from '../../domain/operations.js';
 import { ApiError } from '../../api/errors.js';
 import { oldDeviceMapping, oldError, oldOperation, oldVolumeOnVm } from './contract.js';
@@ -13,7 +13,6 @@ import { rowMeta } from './read-model.js';
 import { engineDevicePath, isNamed, linuxStateOf, operationModeOf } from '../engine-view.js';
 import type { V1Scope } from './index.js';
 
-const UUID_RE = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
 const volumeParams = z.object({ id: uuid });
 const errors = { 400: oldError, 401: oldError, 404: oldError, 409: oldError, 415: oldError, 500: oldError };
 
@@ -26,7 +25,7 @@ const attachBody = z
   .object({
     vm_id: z
       .string()
-      .refine((v) => v === '' || UUID_RE.test(v), 'must be a VM UUID (or empty for the appliance)')
+      .refine((v) => v === '' || UUID_PATTERN.test(v), 'must be a VM UUID (or empty for the appliance)')
       .transform((v) => (v === '' ? undefined : v.toLowerCase()))
       .optional(),
     vm_name: z.string().optional(),
