@@ -34,8 +34,7 @@ export async function deleteVolume(input: DeleteInput): Promise<OperationResult>
       await removeExport(saga, acts, input, name, exportRow);
       await removeDevice(saga, acts, input, name);
     }
-    if (volume?.attachedTo)
-      await detachFromAny(saga, acts, input, { ...volume, attachedTo: volume.attachedTo });
+    if (volume?.attachedTo) await detachFromAny(saga, acts, input, volume.attachedTo, volume.sizeBytes);
     if (volume) await deleteInCloudStack(saga, acts, input);
     // The pivot: the CloudStack delete or, for a volume CloudStack no longer has, removing its
     // rows. A cancel is too late from here: the delete is finished forward, never half-left.

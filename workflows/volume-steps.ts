@@ -445,10 +445,10 @@ export async function detachFromAny(
   saga: Saga,
   acts: Activities,
   ctx: WorkflowContext,
-  volume: Volume & { attachedTo: string },
+  from: string,
+  sizeBytes: number,
 ): Promise<void> {
   const { cloudstack, correlation } = acts;
-  const from = volume.attachedTo;
   await saga.step(
     'cloudstack-detach',
     () => cloudstack.csDetach({ volumeId: ctx.volumeId, fromVmId: from }),
@@ -457,7 +457,7 @@ export async function detachFromAny(
       if (from === ctx.applianceVmId) {
         await correlation.hostCorrelate({
           serial: diskSerialFor(ctx.volumeId),
-          expectedSizeBytes: volume.sizeBytes,
+          expectedSizeBytes: sizeBytes,
           timeoutMs: ctx.correlationTimeoutMs,
         });
       }

@@ -346,6 +346,7 @@ test('/api/v2 starts every operation: create, failover as root, and a whole VM',
   });
   assert.equal(create.statusCode, 202, create.body);
   assert.equal(create.json().type, 'create');
+  assert.equal(create.json().vm_id, null, 'a create goes to no VM, as its audit row says');
   const c = await startedInput(`create:${create.json().id}`);
   assert.equal(c.sizeGb, 4, 'bytes round up to whole GiB');
   assert.equal(c.sourceVmName, 'apivm');

@@ -213,7 +213,8 @@ export function registerVolumeRoutes({ api, deps, requireToken }: V2Scope): void
       accepted(
         reply,
         'create',
-        deps.applianceVmId,
+        // As its audit row: a create goes to no VM (it is left detached).
+        null,
         req.body,
         deps.volumes.create({
           operationId: idem(req, req.body),
